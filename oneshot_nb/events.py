@@ -1,0 +1,154 @@
+"""Event types and their fan-out: sync listeners and bounded async subscriptions."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+
+from .machine import TaskState
+
+logger = logging.getLogger("oneshot_nb")
+
+EventKind = Literal["transition", "output", "dropped"]
+Listener = Callable[["TaskEvent"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """Something that happened to a task: a state transition or a chunk of output.
+
+    A transition carries `event` (its name), `source`, `target` and `reason`; an output
+    chunk carries `stream` ("stdout" or "stderr"), the raw `data` and its decoded `text`.
+    A `dropped` event stands where a slow subscriber lost `count` output events.
+    """
+
+    task_id: str
+    kind: EventKind
+    time: float
+    event: str | None = None
+    source: TaskState | None = None
+    target: TaskState | None = None
+    reason: str | None = None
+    stream: str | None = None
+    data: bytes = b""
+    text: str = ""
+    count: int = 0
+
+
+def notify(listeners: list[Listener], event: TaskEvent) -> None:
+    """Call each listener; one that raises is logged and does not stop the others."""
+    for listener in tuple(listeners):
+        try:
+            listener(event)
+        except Exception:
+            logger.exception("oneshot_nb listener %r failed on %s event", listener, event.kind)
+
+
+class Subscription:
+    """An async iterator of events with a bounded queue.
+
+    Why bounded: a subscriber that reads slower than processes write must not block the
+    engine nor grow memory without end. When `maxsize` output events are waiting, newer
+    output events are dropped and counted in `dropped`; the subscriber then receives one
+    `dropped` event saying how many it lost, at the place where they were lost.
+    Transitions are never dropped: a task makes only a handful of them, and losing the
+    final one would leave a view wrong for ever.
+    """
+
+    def __init__(self, maxsize: int, on_close: Callable[[Subscription], None]) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize!r}")
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._queue: deque[TaskEvent] = deque()
+        self._outputs = 0
+        self._gap = 0
+        self._closed = False
+        self._on_close = on_close
+        self._ready: anyio.Event | None = None
+
+    def put(self, event: TaskEvent) -> None:
+        if self._closed:
+            return
+        if event.kind == "output":
+            if self._outputs >= self.maxsize:
+                self._gap += 1
+                self.dropped += 1
+                return
+            self._flush_gap(event.task_id)
+            self._outputs += 1
+        else:
+            self._flush_gap(event.task_id)
+        self._queue.append(event)
+        self._wake()
+
+    def _flush_gap(self, task_id: str) -> None:
+        if self._gap:
+            self._queue.append(
+                TaskEvent(task_id, "dropped", time.time(), count=self._gap)
+            )
+            self._gap = 0
+
+    def _wake(self) -> None:
+        if self._ready is not None:
+            self._ready.set()
+            self._ready = None
+
+    def close(self) -> None:
+        """Stop receiving; iteration ends once the queued events are read."""
+        if not self._closed:
+            self._closed = True
+            self._on_close(self)
+            self._wake()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> TaskEvent:
+        while not self._queue:
+            if self._closed:
+                if self._gap:
+                    self._flush_gap("")
+                    continue
+                raise StopAsyncIteration
+            self._ready = ready = anyio.Event()
+            await ready.wait()
+        event = self._queue.popleft()
+        if event.kind == "output":
+            self._outputs -= 1
+        return event
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class EventHub:
+    """Fans events out to sync listeners, then to subscriptions."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+        self._subscriptions: list[Subscription] = []
+
+    def publish(self, event: TaskEvent) -> None:
+        if self.listeners:
+            notify(self.listeners, event)
+        for subscription in self._subscriptions:
+            subscription.put(event)
+
+    def subscribe(self, maxsize: int = 1000) -> Subscription:
+        subscription = Subscription(maxsize, self._subscriptions.remove)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def close(self) -> None:
+        for subscription in tuple(self._subscriptions):
+            subscription.close()

@@ -1,0 +1,72 @@
+"""The task lifecycle: six states, six events, and nothing else."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Protocol
+
+from statemachine import State, StateMachine
+
+
+class TaskState(str, Enum):
+    """The state of a task, as its `OneshotStateMachine` holds it."""
+
+    CREATED = "CREATED"  # waiting for a slot; no process yet
+    RUNNING = "RUNNING"  # process alive and writing output
+    IDLE = "IDLE"  # process alive but silent for longer than `idle_after`
+    INTERRUPTED = "INTERRUPTED"  # stopped by the user, a timeout or a shutdown
+    COMPLETED = "COMPLETED"  # process exited with code 0
+    FAILED = "FAILED"  # non-zero exit, death by signal, or the spawn failed
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({TaskState.INTERRUPTED, TaskState.COMPLETED, TaskState.FAILED})
+
+
+class Terminable(Protocol):
+    def terminate(self) -> None: ...
+
+
+class OneshotStateMachine(StateMachine):
+    """Lifecycle of one task.
+
+    Entering INTERRUPTED asks `process` to terminate; that is the only side effect a
+    transition has. Everything else (views, the store, the task's own bookkeeping) learns
+    of transitions through listeners with `after_transition(event, source, target)`.
+    An event that is not allowed from the current state raises `TransitionNotAllowed`.
+    """
+
+    CREATED = State(initial=True)
+    RUNNING = State()
+    IDLE = State()
+    INTERRUPTED = State(final=True)
+    COMPLETED = State(final=True)
+    FAILED = State(final=True)
+
+    start = CREATED.to(RUNNING)
+    detect_silence = RUNNING.to(IDLE)
+    detect_activity = IDLE.to(RUNNING)
+    interrupt = INTERRUPTED.from_(CREATED, RUNNING, IDLE)
+    finish = COMPLETED.from_(RUNNING, IDLE)
+    fail = FAILED.from_(CREATED, RUNNING, IDLE)
+
+    def __init__(
+        self, task_id: str, process: Terminable | None = None, **kwargs: Any
+    ) -> None:
+        self.task_id = task_id
+        self.process = process
+        super().__init__(**kwargs)
+
+    @property
+    def task_state(self) -> TaskState:
+        return TaskState(self.current_state_value)
+
+    def on_enter_INTERRUPTED(self) -> None:
+        if self.process is not None:
+            self.process.terminate()

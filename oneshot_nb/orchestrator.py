@@ -1,0 +1,279 @@
+"""Many tasks on one event loop: a task group, a capacity limit, a registry, events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .events import EventHub, Listener, Subscription
+from .machine import TaskState
+from .slots import Slots
+from .task import (
+    DEFAULT_GRACE,
+    DEFAULT_IDLE_AFTER,
+    DEFAULT_MAX_LOG_BYTES,
+    Command,
+    OneshotTask,
+    check_options,
+)
+
+logger = logging.getLogger("oneshot_nb")
+
+_UNSET: Any = object()
+
+
+class OrchestratorClosed(RuntimeError):
+    """Raised by `submit` once the orchestrator has been closed."""
+
+
+@dataclass(frozen=True)
+class OrchestratorStatistics:
+    """A snapshot of what an orchestrator holds."""
+
+    limit: int  # how many tasks may run at once
+    created: int  # waiting for a slot (or about to spawn)
+    running: int  # RUNNING
+    idle: int  # IDLE: alive but silent
+    interrupted: int
+    completed: int
+    failed: int
+
+    @property
+    def active(self) -> int:
+        """Tasks holding a slot: RUNNING or IDLE."""
+        return self.running + self.idle
+
+
+class AsyncOrchestrator:
+    """Runs tasks in an anyio task group on the running event loop, `limit` at a time.
+
+    Use it as `async with AsyncOrchestrator() as orch:` (leaving the block stops every
+    task), or, where no block can span the work (a notebook, where each cell returns),
+    just call `submit` from a coroutine or a callback on the loop: the first submit
+    starts the task group in a background task of the running asyncio loop, and
+    `await orch.aclose()` ends it. Either way no process outlives `aclose`.
+
+    `idle_after`, `timeout`, `grace` and `max_log_bytes` are defaults for `submit`.
+    """
+
+    def __init__(
+        self,
+        limit: int = 8,
+        *,
+        idle_after: float | None = DEFAULT_IDLE_AFTER,
+        timeout: float | None = None,
+        grace: float = DEFAULT_GRACE,
+        max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+    ) -> None:
+        self.slots = Slots(limit)
+        self.defaults: dict[str, Any] = {
+            "idle_after": idle_after,
+            "timeout": timeout,
+            "grace": grace,
+            "max_log_bytes": max_log_bytes,
+        }
+        check_options(**self.defaults)
+        self._hub = EventHub()
+        self._tasks: dict[str, OneshotTask] = {}
+        self._group: TaskGroup | None = None
+        self._pending: list[tuple[OneshotTask, Slots | None]] = []
+        self._host: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+        self._closed = False
+
+    # -- registry and state -----------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        return self.slots.limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self.slots.limit = value
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        return self.slots.limiter
+
+    @property
+    def tasks(self) -> list[OneshotTask]:
+        """Every task submitted, oldest first."""
+        return list(self._tasks.values())
+
+    def get(self, key: str) -> OneshotTask:
+        """The task with this id or, failing that, the newest task with this name."""
+        if key in self._tasks:
+            return self._tasks[key]
+        for task in reversed(self._tasks.values()):
+            if task.name == key:
+                return task
+        raise KeyError(f"no task with id or name {key!r}")
+
+    def statistics(self) -> OrchestratorStatistics:
+        counts = dict.fromkeys(TaskState, 0)
+        for task in self._tasks.values():
+            counts[task.state] += 1
+        return OrchestratorStatistics(
+            self.limit,
+            counts[TaskState.CREATED],
+            counts[TaskState.RUNNING],
+            counts[TaskState.IDLE],
+            counts[TaskState.INTERRUPTED],
+            counts[TaskState.COMPLETED],
+            counts[TaskState.FAILED],
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- events -----------------------------------------------------------------------
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """Sync callables given every event of every task, on the loop's thread.
+
+        They must return quickly; one that raises is logged and skipped.
+        """
+        return self._hub.listeners
+
+    def events(self, maxsize: int = 1000) -> Subscription:
+        """Subscribe to the events of every task: `async for event in orch.events()`.
+
+        Subscribes at once, so no event after this call is missed. At most `maxsize`
+        output events wait in the queue; beyond that they are dropped, counted in the
+        subscription's `dropped`, and announced by a `dropped` event. Iteration ends when
+        the orchestrator closes or the subscription is closed.
+        """
+        return self._hub.subscribe(maxsize)
+
+    # -- submitting and running -------------------------------------------------------
+
+    def submit(
+        self,
+        command: Command,
+        *,
+        name: str | None = None,
+        idle_after: float | None = _UNSET,
+        timeout: float | None = _UNSET,
+        grace: float = _UNSET,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        max_log_bytes: int = _UNSET,
+        slots: Slots | None = None,
+    ) -> OneshotTask:
+        """Create a task and schedule it; return it at once, in CREATED.
+
+        Synchronous, so a magic running on the loop's thread can call it. Arguments are
+        checked before anything is scheduled; a bad one raises ValueError naming it.
+        `slots` runs the task under another limit than the orchestrator's (a batch's).
+        """
+        if self._closed:
+            raise OrchestratorClosed("orchestrator is closed; create a new one")
+        given = {"idle_after": idle_after, "timeout": timeout, "grace": grace,
+                 "max_log_bytes": max_log_bytes}
+        options = {k: (self.defaults[k] if v is _UNSET else v) for k, v in given.items()}
+        task = OneshotTask(command, name=name, cwd=cwd, env=env, **options)
+        self._start_host()
+        self._tasks[task.id] = task
+        task.listeners.append(self._hub.publish)
+        if self._group is not None:
+            self._group.start_soon(self._run, task, slots, name=f"oneshot {task.id}")
+        else:
+            self._pending.append((task, slots))
+        return task
+
+    async def _run(self, task: OneshotTask, slots: Slots | None) -> None:
+        try:
+            await task.run(slots or self.slots)
+        except Exception:
+            # A fault in one task must not cancel its siblings through the task group.
+            logger.exception("oneshot_nb task %s failed inside the engine", task.id)
+
+    def _start_host(self) -> None:
+        if self._group is not None or self._host is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "AsyncOrchestrator needs a running asyncio event loop: submit from a "
+                "coroutine, or use 'async with AsyncOrchestrator() as orch'"
+            ) from None
+        self._host = loop.create_task(self._host_main(), name="oneshot_nb orchestrator")
+
+    async def _host_main(self) -> None:
+        async with anyio.create_task_group() as group:
+            self._open(group)
+            await self._closing.wait()
+            await self._shutdown()
+
+    def _open(self, group: TaskGroup) -> None:
+        self._group = group
+        pending, self._pending = self._pending, []
+        for task, slots in pending:
+            group.start_soon(self._run, task, slots, name=f"oneshot {task.id}")
+
+    async def __aenter__(self) -> AsyncOrchestrator:
+        if self._closed:
+            raise OrchestratorClosed("orchestrator is closed; create a new one")
+        if self._group is not None or self._host is not None:
+            raise RuntimeError("orchestrator is already running")
+        self._cm = anyio.create_task_group()
+        self._open(await self._cm.__aenter__())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._closed = True
+        with anyio.CancelScope(shield=exc is not None):
+            await self._shutdown()
+        return await self._cm.__aexit__(exc_type, exc, tb)
+
+    # -- waiting and stopping ---------------------------------------------------------
+
+    async def wait_all(self) -> list[TaskState]:
+        """Wait until every task submitted so far has ended; return their states."""
+        return [await task.wait() for task in list(self._tasks.values())]
+
+    def stop_all(self) -> None:
+        """Stop every task that has not ended (see `OneshotTask.stop`)."""
+        for task in list(self._tasks.values()):
+            task.stop()
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks.values()):
+            task.interrupt("shutdown")
+        for task in list(self._tasks.values()):
+            await task.wait()
+        self._hub.close()
+
+    async def aclose(self) -> None:
+        """Stop every task with reason "shutdown", wait until each process is reaped,
+        and close. Idempotent. If cancelled, the shutdown still completes in the
+        background task that hosts the group."""
+        self._closed = True
+        if self._host is not None:
+            self._closing.set()
+            await asyncio.shield(self._host)
+        elif self._group is not None:
+            await self._shutdown()
+        else:
+            for task in list(self._tasks.values()):
+                task.interrupt("shutdown")
+            self._hub.close()
+
+    def __iter__(self) -> Iterator[OneshotTask]:
+        return iter(self.tasks)

@@ -1,0 +1,63 @@
+"""Spawning a command in its own session and signalling its whole process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+
+import anyio
+from anyio.abc import Process
+
+
+async def spawn(
+    command: str | Sequence[str], cwd: str | None, env: Mapping[str, str] | None
+) -> Process:
+    """Start `command` with stdin closed, stdout and stderr piped, in a new session.
+
+    A new session makes the process the leader of its own group, so one signal reaches
+    every process the command starts; closed stdin makes a command that reads input see
+    EOF instead of waiting for ever. A string runs through the shell, like IPython's `!`.
+    """
+    full_env = None if env is None else {**os.environ, **env}
+    return await anyio.open_process(
+        command if isinstance(command, str) else list(command),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=full_env,
+        start_new_session=True,
+    )
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Send `signum` to process group `pgid`; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # On some systems a group whose only member is a zombie answers EPERM.
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    return signal_group(pgid, 0)
+
+
+class ProcessGroup:
+    """What the state machine terminates: every process in the task's group."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self.terminate_requested = False
+
+    def terminate(self) -> None:
+        self.terminate_requested = True
+        signal_group(self.pgid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        signal_group(self.pgid, signal.SIGKILL)

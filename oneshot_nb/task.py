@@ -1,0 +1,448 @@
+"""One task: one shell command from spawn to reap."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import ByteReceiveStream, Process
+
+from .events import Listener, TaskEvent, notify
+from .log import BoundedLog, StreamDecoder
+from .machine import OneshotStateMachine, TaskState
+from .process import ProcessGroup, group_alive, spawn
+from .slots import Slots
+
+Command = str | Sequence[str]
+
+DEFAULT_IDLE_AFTER = 10.0
+DEFAULT_GRACE = 5.0
+DEFAULT_MAX_LOG_BYTES = 1 << 20
+# Large reads keep the per-chunk cost (decode, log, events) small next to the copy.
+CHUNK_SIZE = 1 << 16
+# How often a stopping task looks whether its process group is gone before the grace ends.
+GROUP_POLL = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One recorded change of state."""
+
+    event: str
+    source: TaskState
+    target: TaskState
+    time: float
+    reason: str | None = None
+
+
+class OneshotTask:
+    """A shell command (or argv list) run in the background, with a lifecycle.
+
+    `machine` is the single source of truth for the state; `state`, `reason` and the
+    recorded `transitions` follow from its callbacks. `await task.wait()` (or `await
+    task`) returns the final state once the process is reaped and its output drained.
+    A failed spawn, a non-zero exit and a stop are states, not exceptions.
+
+    The default `idle_after` of 10 s is long enough that a compiler or a training loop
+    between log lines is not called idle, short enough that a hung agent shows soon.
+    The default `grace` of 5 s gives a process time to flush and clean up after SIGTERM.
+    """
+
+    def __init__(
+        self,
+        command: Command,
+        *,
+        name: str | None = None,
+        idle_after: float | None = DEFAULT_IDLE_AFTER,
+        timeout: float | None = None,
+        grace: float = DEFAULT_GRACE,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+        task_id: str | None = None,
+    ) -> None:
+        self.command: Command = _check_command(command)
+        check_options(idle_after, timeout, grace, max_log_bytes)
+        self.idle_after = None if idle_after is None else float(idle_after)
+        self.timeout = None if timeout is None else float(timeout)
+        self.grace = float(grace)
+        self.max_log_bytes = max_log_bytes
+        self.env: dict[str, str] = _check_env(env)
+        self.cwd = None if cwd is None else os.fspath(cwd)
+        self.id = task_id or secrets.token_hex(4)
+        self.name = name or _default_name(self.command)
+        self.created_at = time.time()
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.pid: int | None = None
+        self.slot: int | None = None
+        self.returncode: int | None = None
+        self.reason: str | None = None
+        self.error: str | None = None
+        self.transitions: list[Transition] = []
+        self.listeners: list[Listener] = []
+        self.bytes_written = {"stdout": 0, "stderr": 0}
+        self.last_activity = time.monotonic()
+        self._log = BoundedLog(self.max_log_bytes)
+        self._next_reason: str | None = None
+        self._ran = False
+        self._settled = False
+        self._done: anyio.Event | None = None
+        self._interrupted: anyio.Event | None = None
+        self._resumed: anyio.Event | None = None
+        self._slot_wait: anyio.CancelScope | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self.machine = OneshotStateMachine(self.id, listeners=[_TaskListener(self)])
+
+    # -- what the task is -------------------------------------------------------------
+
+    @property
+    def state(self) -> TaskState:
+        return self.machine.task_state
+
+    @property
+    def output(self) -> str:
+        """The retained output, stdout and stderr in arrival order (the newest
+        `max_log_bytes` of it; `output_dropped` counts what was let go)."""
+        return self._log.text()
+
+    @property
+    def output_dropped(self) -> int:
+        return self._log.dropped_bytes
+
+    def read_output(self, stream: str | None = None) -> str:
+        """The retained output of one stream ("stdout" or "stderr"), or of both."""
+        return self._log.text(stream)
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds since the process started; frozen once the task has ended."""
+        if self.started_at is None:
+            return None
+        return (self.ended_at or time.time()) - self.started_at
+
+    @property
+    def silent_for(self) -> float:
+        """Seconds since the last output (or since the start, before any)."""
+        return time.monotonic() - self.last_activity
+
+    def __repr__(self) -> str:
+        return f"<OneshotTask {self.id} {self.name!r} {self.state.value}>"
+
+    # -- control ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Interrupt the task: SIGTERM to its process group, SIGKILL after `grace`.
+
+        Synchronous and idempotent, so a button callback can call it; a no-op on a task
+        that has ended. A task stopped while waiting for a slot never starts. Output the
+        process wrote before it died is still read and kept. From a thread other than
+        the event loop's, the stop is handed to the loop and happens there.
+        """
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self.interrupt, "stopped")
+        else:
+            self.interrupt("stopped")
+
+    def interrupt(self, reason: str) -> None:
+        """Fire the `interrupt` transition with `reason`, unless the task has ended."""
+        if self.state.is_final:
+            return
+        self._next_reason = reason
+        self.machine.interrupt()
+
+    async def wait(self) -> TaskState:
+        """Wait until the task has ended and its process is reaped; return the state.
+
+        Cancelling the wait leaves the task running.
+        """
+        if not self._settled:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
+        return self.state
+
+    def __await__(self) -> Generator[Any, None, TaskState]:
+        return self.wait().__await__()
+
+    # -- the run ----------------------------------------------------------------------
+
+    async def run(self, slots: Slots | None = None) -> TaskState:
+        """Wait for a slot, run the command to its end, and return the final state.
+
+        On cancellation the process group is terminated (SIGKILL after `grace`) and
+        reaped inside a shielded scope, the task ends INTERRUPTED with reason
+        "shutdown", and the cancellation propagates.
+        """
+        if self._ran:
+            raise RuntimeError(f"task {self.id} has already been run")
+        self._ran = True
+        try:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+        except RuntimeError:
+            pass  # another backend: stop() must then be called from the loop's thread
+        try:
+            if slots is None:
+                await self._run_when_allowed()
+            else:
+                await self._run_in_slot(slots)
+        except BaseException:
+            self.interrupt("shutdown")  # cancelled before the process started
+            raise
+        finally:
+            self._settle()
+        return self.state
+
+    async def _run_in_slot(self, slots: Slots) -> None:
+        slot = None
+        with anyio.CancelScope() as self._slot_wait:
+            slot = await slots.acquire()
+        self._slot_wait = None
+        if slot is None:
+            return  # stopped while waiting
+        try:
+            self.slot = slot
+            await self._run_when_allowed()
+        finally:
+            slots.release(slot)
+
+    async def _run_when_allowed(self) -> None:
+        if self.machine.CREATED.is_active:
+            await self._execute()
+
+    async def _execute(self) -> None:
+        env = dict(self.env)
+        env["ONESHOT_TASK_ID"] = self.id
+        if self.slot is not None:
+            env["ONESHOT_SLOT"] = str(self.slot)
+        try:
+            process = await spawn(self.command, self.cwd, env)
+        except OSError as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._next_reason = "spawn error"
+            if self.machine.CREATED.is_active:
+                self.machine.fail()
+            return
+        try:
+            await self._supervise(process)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await process.aclose()
+
+    async def _supervise(self, process: Process) -> None:
+        self.pid = process.pid
+        group = ProcessGroup(process.pid)
+        self._interrupted = anyio.Event()
+        self.machine.process = group
+        if not self.machine.CREATED.is_active:
+            group.kill()  # stopped while spawning: it never gets to run
+            return
+        self.started_at = time.time()
+        self.last_activity = time.monotonic()
+        self.machine.start()
+        try:
+            async with anyio.create_task_group() as watchers:
+                watchers.start_soon(self._watch_silence)
+                watchers.start_soon(self._watch_timeout)
+                stopped = anyio.Event()
+                watchers.start_soon(self._enforce_stop, group, stopped)
+                async with anyio.create_task_group() as pumps:
+                    assert process.stdout is not None and process.stderr is not None
+                    pumps.start_soon(self._pump, process.stdout, "stdout")
+                    pumps.start_soon(self._pump, process.stderr, "stderr")
+                self.returncode = await process.wait()
+                if self.machine.INTERRUPTED.is_active:
+                    await stopped.wait()
+                watchers.cancel_scope.cancel()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                self.interrupt("shutdown")
+                with anyio.move_on_after(self.grace):
+                    await process.wait()
+                group.kill()
+                self.returncode = await process.wait()
+            raise
+        self._conclude()
+
+    def _conclude(self) -> None:
+        if self.state.is_final:
+            return
+        code = self.returncode
+        if code == 0:
+            self._next_reason = "exit"
+            self.machine.finish()
+        else:
+            self._next_reason = "signal" if code is not None and code < 0 else "exit"
+            self.machine.fail()
+
+    async def _pump(self, stream: ByteReceiveStream, name: str) -> None:
+        decoder = StreamDecoder()
+        try:
+            while True:
+                try:
+                    data = await stream.receive(CHUNK_SIZE)
+                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+                self._on_output(name, data, decoder.decode(data))
+        finally:
+            rest = decoder.decode(b"", final=True)
+            if rest:
+                self._on_output(name, b"", rest)
+
+    def _on_output(self, name: str, data: bytes, text: str) -> None:
+        self.last_activity = time.monotonic()
+        self.bytes_written[name] += len(data)
+        if self.machine.IDLE.is_active:
+            self.machine.detect_activity()
+        self._log.append(name, text, len(data))
+        if self.listeners:
+            event = TaskEvent(self.id, "output", time.time(), stream=name, data=data, text=text)
+            notify(self.listeners, event)
+
+    async def _watch_silence(self) -> None:
+        """RUNNING -> IDLE once `idle_after` passes with no output: a sleep to the
+        deadline, not a poll, so the transition comes on time and costs nothing."""
+        if self.idle_after is None:
+            return
+        while True:
+            if self.machine.RUNNING.is_active:
+                silent = time.monotonic() - self.last_activity
+                if silent >= self.idle_after:
+                    self.machine.detect_silence()
+                else:
+                    await anyio.sleep(self.idle_after - silent)
+            elif self.machine.IDLE.is_active:
+                self._resumed = anyio.Event()
+                await self._resumed.wait()
+            else:
+                return
+
+    async def _watch_timeout(self) -> None:
+        if self.timeout is not None:
+            await anyio.sleep(self.timeout)
+            self.interrupt("timeout")
+
+    async def _enforce_stop(self, group: ProcessGroup, stopped: anyio.Event) -> None:
+        """After the interrupt's SIGTERM, SIGKILL whatever of the group outlives `grace`."""
+        assert self._interrupted is not None
+        await self._interrupted.wait()
+        deadline = time.monotonic() + self.grace
+        while group_alive(group.pgid):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                group.kill()
+                break
+            await anyio.sleep(min(GROUP_POLL, remaining))
+        stopped.set()
+
+    # -- callbacks from the state machine ----------------------------------------------
+
+    def _on_transition(self, event: str, source: TaskState, target: TaskState) -> None:
+        now = time.time()
+        reason = None
+        if target.is_final:
+            reason = self._next_reason or ("stopped" if target is TaskState.INTERRUPTED else "exit")
+            self.reason = reason
+            self.ended_at = now
+        self.transitions.append(Transition(event, source, target, now, reason))
+        if target is TaskState.INTERRUPTED:
+            if self._interrupted is not None:
+                self._interrupted.set()
+            if self._slot_wait is not None:
+                self._slot_wait.cancel()
+        if target is TaskState.RUNNING and self._resumed is not None:
+            self._resumed.set()
+        if self.listeners:
+            notify(
+                self.listeners,
+                TaskEvent(self.id, "transition", now, event, source, target, reason),
+            )
+        if target.is_final and not self._ran:
+            self._settle()  # never run, so no run() will settle it
+
+    def _settle(self) -> None:
+        self._settled = True
+        if self._done is not None:
+            self._done.set()
+
+
+class _TaskListener:
+    """Bridges the machine's callbacks to its task without a reference cycle in user code."""
+
+    def __init__(self, task: OneshotTask) -> None:
+        self._task = task
+
+    def after_transition(self, event: Any, source: Any, target: Any) -> None:
+        self._task._on_transition(str(event), TaskState(source.id), TaskState(target.id))
+
+
+def _default_name(command: Command) -> str:
+    text = command if isinstance(command, str) else " ".join(command)
+    text = " ".join(text.split())
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _check_command(command: Command) -> Command:
+    if isinstance(command, str):
+        if not command.strip():
+            raise ValueError("command must not be empty")
+        return command
+    if isinstance(command, (bytes, bytearray)):
+        raise ValueError("command must be a str or a sequence of str, not bytes")
+    argv = [os.fspath(arg) if isinstance(arg, os.PathLike) else arg for arg in command]
+    if not argv:
+        raise ValueError("command must not be empty")
+    for arg in argv:
+        if not isinstance(arg, str):
+            raise ValueError(f"command arguments must be str, got {arg!r}")
+    return argv
+
+
+def check_options(
+    idle_after: float | None, timeout: float | None, grace: float, max_log_bytes: int
+) -> None:
+    """Raise ValueError naming the first option that is out of range."""
+    _check_seconds("idle_after", idle_after, optional=True)
+    _check_seconds("timeout", timeout, optional=True)
+    _check_seconds("grace", grace, allow_zero=True)
+    _check_max_log_bytes(max_log_bytes)
+
+
+def _check_seconds(
+    name: str, value: float | None, *, optional: bool = False, allow_zero: bool = False
+) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "0 or more" if allow_zero else "more than 0"
+        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+
+
+def _check_max_log_bytes(value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"max_log_bytes must be a whole number of bytes >= 0, got {value!r}")
+
+
+def _check_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    if env is None:
+        return {}
+    if not isinstance(env, Mapping):
+        raise ValueError(f"env must be a mapping of str to str, got {type(env).__name__}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"env keys and values must be str, got {key!r}: {value!r}")
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise ValueError(f"env has an invalid variable name or value: {key!r}")
+    return dict(env)

@@ -1,0 +1,52 @@
+"""Shared helpers: child commands are `sys.executable -c CODE`, not shell tricks."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # The kernel runs asyncio; the engine's notebook mode is asyncio-only.
+    return "asyncio"
+
+
+def py(code: str) -> list[str]:
+    """An argv that runs `code` in a fresh Python: portable, no shell quoting."""
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def process_gone(pid: int) -> bool:
+    """True when `pid` no longer runs (a zombie waiting for init counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return True
+    return all(process_gone(int(p)) for p in _pids_in_group(pgid))
+
+
+def _pids_in_group(pgid: int) -> list[str]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                pids.append(entry)
+    return pids
