@@ -6,6 +6,9 @@ notebook layer loads with `%load_ext oneshot_nb`.
 
 from __future__ import annotations
 
+from typing import Any
+
+from .batch import Batch
 from .events import Subscription, TaskEvent
 from .machine import OneshotStateMachine, TaskState
 from .orchestrator import AsyncOrchestrator, OrchestratorClosed, OrchestratorStatistics
@@ -14,8 +17,17 @@ from .task import OneshotTask, Transition
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext oneshot_nb`: register the magics (the only place IPython is imported)."""
+    from .magics import load
+
+    load(ipython)
+
+
 __all__ = [
     "AsyncOrchestrator",
+    "Batch",
     "OneshotStateMachine",
     "OneshotTask",
     "OrchestratorClosed",

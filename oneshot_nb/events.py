@@ -15,13 +15,14 @@ from .machine import TaskState
 
 logger = logging.getLogger("oneshot_nb")
 
-EventKind = Literal["transition", "output", "dropped"]
+EventKind = Literal["submitted", "transition", "output", "dropped"]
 Listener = Callable[["TaskEvent"], None]
 
 
 @dataclass(frozen=True, slots=True)
 class TaskEvent:
-    """Something that happened to a task: a state transition or a chunk of output.
+    """Something that happened to a task: its submission, a state transition or a
+    chunk of output.
 
     A transition carries `event` (its name), `source`, `target` and `reason`; an output
     chunk carries `stream` ("stdout" or "stderr"), the raw `data` and its decoded `text`.

@@ -65,5 +65,9 @@ class BoundedLog:
     def size(self) -> int:
         return self._size
 
+    def chunks(self) -> list[tuple[str, str]]:
+        """The retained (stream, text) pieces in arrival order."""
+        return [(stream, text) for stream, text, _ in self._chunks]
+
     def text(self, stream: str | None = None) -> str:
         return "".join(t for s, t, _ in self._chunks if stream is None or s == stream)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -13,8 +16,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .events import EventHub, Listener, Subscription
+from .batch import Batch
+from .events import EventHub, Listener, Subscription, TaskEvent
 from .machine import TaskState
+from .process import group_alive, signal_group
 from .slots import Slots
 from .task import (
     DEFAULT_GRACE,
@@ -22,6 +27,7 @@ from .task import (
     DEFAULT_MAX_LOG_BYTES,
     Command,
     OneshotTask,
+    check_command,
     check_options,
 )
 
@@ -185,11 +191,35 @@ class AsyncOrchestrator:
         self._start_host()
         self._tasks[task.id] = task
         task.listeners.append(self._hub.publish)
+        self._hub.publish(TaskEvent(task.id, "submitted", time.time()))
         if self._group is not None:
             self._group.start_soon(self._run, task, slots, name=f"oneshot {task.id}")
         else:
             self._pending.append((task, slots))
         return task
+
+    def submit_batch(
+        self,
+        commands: list[Command],
+        *,
+        limit: int | None = None,
+        fail_fast: bool = False,
+        **options: Any,
+    ) -> Batch:
+        """Submit several commands that run at most `limit` at a time (by default the
+        orchestrator's limit), under slots of their own: each sees ONESHOT_SLOT in
+        0 .. limit-1. `options` are those of `submit` and apply to every task.
+        Every argument is checked before any task is submitted.
+        """
+        if not commands:
+            raise ValueError("commands must not be empty")
+        slots = Slots(self.limit if limit is None else limit)
+        for command in commands:
+            check_command(command)
+        given = {k: v for k, v in options.items() if k in self.defaults}
+        check_options(**{**self.defaults, **given})
+        tasks = [self.submit(command, slots=slots, **options) for command in commands]
+        return Batch(tasks, slots, fail_fast)
 
     async def _run(self, task: OneshotTask, slots: Slots | None) -> None:
         try:
@@ -274,6 +304,27 @@ class AsyncOrchestrator:
             for task in list(self._tasks.values()):
                 task.interrupt("shutdown")
             self._hub.close()
+
+    def shutdown_now(self, reason: str = "shutdown") -> None:
+        """Stop every task without the event loop, blocking; for interpreter exit.
+
+        When a kernel shuts down its loop no longer runs, so `aclose` cannot. This sends
+        SIGTERM to every live task's process group, waits up to the longest `grace`
+        for the groups to go, then SIGKILLs what is left. Each task ends INTERRUPTED
+        with `reason`.
+        """
+        self._closed = True
+        live = [task for task in self._tasks.values() if not task.done]
+        for task in live:
+            # A listener may touch the closed loop and raise; the state has moved anyway.
+            with contextlib.suppress(RuntimeError):
+                task.interrupt(reason)
+        groups = {task.pid: task.grace for task in live if task.pid is not None}
+        deadline = time.monotonic() + max(groups.values(), default=0.0)
+        while any(group_alive(pgid) for pgid in groups) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pgid in groups:
+            signal_group(pgid, signal.SIGKILL)
 
     def __iter__(self) -> Iterator[OneshotTask]:
         return iter(self.tasks)

@@ -69,7 +69,7 @@ class OneshotTask:
         max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
         task_id: str | None = None,
     ) -> None:
-        self.command: Command = _check_command(command)
+        self.command: Command = check_command(command)
         check_options(idle_after, timeout, grace, max_log_bytes)
         self.idle_after = None if idle_after is None else float(idle_after)
         self.timeout = None if timeout is None else float(timeout)
@@ -89,6 +89,7 @@ class OneshotTask:
         self.error: str | None = None
         self.transitions: list[Transition] = []
         self.listeners: list[Listener] = []
+        self.view: Any = None  # the notebook layer's widget, when there is one
         self.bytes_written = {"stdout": 0, "stderr": 0}
         self.last_activity = time.monotonic()
         self._log = BoundedLog(self.max_log_bytes)
@@ -115,6 +116,10 @@ class OneshotTask:
         `max_log_bytes` of it; `output_dropped` counts what was let go)."""
         return self._log.text()
 
+    def output_chunks(self) -> list[tuple[str, str]]:
+        """The retained output as (stream, text) pieces in arrival order."""
+        return self._log.chunks()
+
     @property
     def output_dropped(self) -> int:
         return self._log.dropped_bytes
@@ -122,6 +127,11 @@ class OneshotTask:
     def read_output(self, stream: str | None = None) -> str:
         """The retained output of one stream ("stdout" or "stderr"), or of both."""
         return self._log.text(stream)
+
+    @property
+    def done(self) -> bool:
+        """True once the task has ended and its process has been reaped."""
+        return self._settled
 
     @property
     def elapsed(self) -> float | None:
@@ -392,7 +402,7 @@ def _default_name(command: Command) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def _check_command(command: Command) -> Command:
+def check_command(command: Command) -> Command:
     if isinstance(command, str):
         if not command.strip():
             raise ValueError("command must not be empty")

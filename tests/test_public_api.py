@@ -10,6 +10,7 @@ def test_exported_names_are_exactly_the_public_api():
     assert sorted(oneshot_nb.__all__) == sorted(
         [
             "AsyncOrchestrator",
+            "Batch",
             "OneshotStateMachine",
             "OneshotTask",
             "OrchestratorClosed",

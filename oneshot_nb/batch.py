@@ -1,0 +1,67 @@
+"""A batch: several commands submitted together under a limit of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .events import TaskEvent
+from .machine import TaskState
+from .slots import Slots
+from .task import OneshotTask
+
+
+class Batch:
+    """The tasks of one `submit_batch` call, in the order given.
+
+    With `fail_fast`, the first task to fail stops every other task of the batch: those
+    running are interrupted (reason "fail-fast"), those waiting never start.
+    """
+
+    def __init__(self, tasks: list[OneshotTask], slots: Slots, fail_fast: bool) -> None:
+        self.tasks = tasks
+        self.slots = slots
+        self.fail_fast = fail_fast
+        self.view: Any = None  # the notebook layer's widget, when there is one
+        if fail_fast:
+            for task in tasks:
+                task.listeners.append(self._on_event)
+
+    @property
+    def limit(self) -> int:
+        return self.slots.limit
+
+    def counts(self) -> dict[TaskState, int]:
+        """How many tasks of the batch are in each state."""
+        counts = dict.fromkeys(TaskState, 0)
+        for task in self.tasks:
+            counts[task.state] += 1
+        return counts
+
+    @property
+    def done(self) -> bool:
+        return all(task.state.is_final for task in self.tasks)
+
+    def stop(self) -> None:
+        """Stop every task of the batch that has not ended."""
+        for task in self.tasks:
+            task.stop()
+
+    async def wait(self) -> list[TaskState]:
+        """Wait until every task has ended; return their final states in order."""
+        return [await task.wait() for task in self.tasks]
+
+    def _on_event(self, event: TaskEvent) -> None:
+        if event.kind == "transition" and event.target is TaskState.FAILED:
+            for task in self.tasks:
+                task.interrupt("fail-fast")
+
+    def __iter__(self) -> Iterator[OneshotTask]:
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __repr__(self) -> str:
+        summary = ", ".join(f"{n} {s.value}" for s, n in self.counts().items() if n)
+        return f"<Batch of {len(self.tasks)}: {summary}>"

@@ -1,0 +1,388 @@
+"""IPython magics: thin parsers that hand commands to one orchestrator per kernel."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Float, Integer, TraitError, observe, validate
+
+from .background import BackgroundLoop
+from .batch import Batch
+from .orchestrator import AsyncOrchestrator
+from .task import DEFAULT_GRACE, DEFAULT_IDLE_AFTER, DEFAULT_MAX_LOG_BYTES, OneshotTask
+
+T = TypeVar("T")
+
+# Options of %oneshot that take a value, and those that do not. The first word that is
+# neither starts the command, which is kept exactly as typed.
+VALUE_OPTIONS = ("--name", "--idle", "--timeout", "--grace", "--cwd", "--env")
+FLAG_OPTIONS = ("--quiet",)
+
+
+def seconds(text: str) -> float:
+    """argparse type: a number of seconds greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value != value:
+        raise argparse.ArgumentTypeError(f"expected seconds greater than 0, got {text!r}")
+    return value
+
+
+def seconds_or_zero(text: str) -> float:
+    """argparse type: a number of seconds, 0 or more."""
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return seconds(text)
+
+
+def whole_number(text: str) -> int:
+    """argparse type: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def split_command(line: str) -> tuple[str, str]:
+    """Split a %oneshot line into its options and the command, kept verbatim.
+
+    Why not argparse on the whole line: it would take the command's own options
+    (`sh -c '...'`) as the magic's and drop their quotes.
+    """
+    pos = 0
+    while True:
+        start = _skip_space(line, pos)
+        if start >= len(line):
+            return line, ""
+        word, end = _read_word(line, start)
+        if word == "--":
+            return line[:start], line[end:].strip()
+        name = word.split("=", 1)[0]
+        if name in FLAG_OPTIONS or (name in VALUE_OPTIONS and "=" in word):
+            pos = end
+        elif name in VALUE_OPTIONS:
+            value_start = _skip_space(line, end)
+            if value_start >= len(line):
+                raise UsageError(f"{name} needs a value")
+            pos = _read_word(line, value_start)[1]
+        elif word.startswith("-"):
+            raise UsageError(
+                f"unknown option {word!r}: options are {', '.join(VALUE_OPTIONS + FLAG_OPTIONS)}"
+                " and go before the command (use -- to start a command with '-')"
+            )
+        else:
+            return line[:start], line[start:].strip()
+
+
+def _skip_space(line: str, pos: int) -> int:
+    while pos < len(line) and line[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _read_word(line: str, pos: int) -> tuple[str, int]:
+    """One shell word from `pos`: its text without quotes, and where it ends."""
+    word = []
+    quote = None
+    while pos < len(line):
+        char = line[pos]
+        if quote:
+            if char == quote:
+                quote = None
+            elif char == "\\" and quote == '"' and pos + 1 < len(line):
+                pos += 1
+                word.append(line[pos])
+            else:
+                word.append(char)
+        elif char in "'\"":
+            quote = char
+        elif char == "\\" and pos + 1 < len(line):
+            pos += 1
+            word.append(line[pos])
+        elif char.isspace():
+            break
+        else:
+            word.append(char)
+        pos += 1
+    return "".join(word), pos
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            raise UsageError(f"--env takes KEY=VALUE with a variable name as KEY, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def check_cwd(cwd: str | None) -> str | None:
+    if cwd is None:
+        return None
+    path = os.path.expanduser(cwd)
+    if not os.path.isdir(path):
+        raise UsageError(f"--cwd: no such directory: {cwd}")
+    return path
+
+
+@magics_class
+class OneshotMagics(Magics):
+    """%oneshot, %%oneshot_parallel, %oneshot_stop and %oneshot_tasks.
+
+    In a Jupyter kernel the tasks run on the kernel's own event loop and show live
+    widgets. Where no loop runs (terminal IPython, a script), they run on a loop in a
+    background thread instead and show plain text; `%oneshot_tasks` lists them.
+    """
+
+    limit = Integer(
+        8, help="How many %oneshot tasks run at once; also the default --limit of a batch."
+    ).tag(config=True)
+    idle_after = Float(
+        DEFAULT_IDLE_AFTER, allow_none=True, help="Seconds of silence before a task is IDLE."
+    ).tag(config=True)
+    timeout = Float(
+        None, allow_none=True, help="Seconds after which a task is stopped (None: never)."
+    ).tag(config=True)
+    grace = Float(
+        DEFAULT_GRACE, help="Seconds between SIGTERM and SIGKILL when a task is stopped."
+    ).tag(config=True)
+    max_log_bytes = Integer(
+        DEFAULT_MAX_LOG_BYTES, help="Bytes of output each task keeps in memory."
+    ).tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        # Set before the traits load their config, which calls the observers below.
+        self._orchestrator: AsyncOrchestrator | None = None
+        self._thread: BackgroundLoop | None = None
+        self._shown: dict[int, int] = {}
+        super().__init__(shell=shell, **kwargs)
+
+    @validate("limit")
+    def _check_limit(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"limit must be 1 or more, got {proposal['value']}")
+        return proposal["value"]
+
+    @validate("idle_after", "timeout", "grace", "max_log_bytes")
+    def _check_option(self, proposal: Any) -> Any:
+        options = self._options()
+        options[proposal["trait"].name] = proposal["value"]
+        try:
+            AsyncOrchestrator(1, **options)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+        return proposal["value"]
+
+    @observe("limit", "idle_after", "timeout", "grace", "max_log_bytes")
+    def _apply_config(self, change: Any) -> None:
+        orchestrator = self._orchestrator
+        if orchestrator is None:
+            return
+        if change["name"] == "limit":
+            self._call(setattr, orchestrator, "limit", change["new"])
+        else:
+            orchestrator.defaults[change["name"]] = change["new"]
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "idle_after": self.idle_after,
+            "timeout": self.timeout,
+            "grace": self.grace,
+            "max_log_bytes": self.max_log_bytes,
+        }
+
+    # -- the kernel's orchestrator ----------------------------------------------------
+
+    @property
+    def widgets(self) -> bool:
+        """Whether views can be shown: only a kernel has a frontend to draw them."""
+        return getattr(self.shell, "kernel", None) is not None and self._thread is None
+
+    @property
+    def orchestrator(self) -> AsyncOrchestrator:
+        """The kernel's orchestrator, made on first use on the running loop, or on a
+        background loop when none runs."""
+        if self._orchestrator is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self._thread = BackgroundLoop()
+            self._orchestrator = self._call(AsyncOrchestrator, self.limit, **self._options())
+            atexit.register(self._at_exit)
+        return self._orchestrator
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._thread is not None:
+            return self._thread.call(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    def _at_exit(self) -> None:
+        orchestrator = self._orchestrator
+        if orchestrator is None:
+            return
+        if self._thread is not None:
+            self._thread.run(orchestrator.aclose())
+            self._thread.close()
+        else:
+            orchestrator.shutdown_now("shutdown")
+
+    # -- showing ----------------------------------------------------------------------
+
+    def _show(self, item: OneshotTask | Batch, quiet: bool) -> None:
+        """Show the view now, and note it so that the cell's result does not show it
+        again: the view appears once whether or not the result is assigned."""
+        self._shown[id(item)] = self.shell.execution_count
+        if quiet:
+            return
+        if self.widgets:
+            display(self._view(item))
+        else:
+            print(f"started {item!r}")
+
+    def _view(self, item: OneshotTask | Batch) -> Any:
+        from .views import batch_view, task_view
+
+        return task_view(item) if isinstance(item, OneshotTask) else batch_view(item)
+
+    def display_result(self, item: OneshotTask | Batch) -> None:
+        """Show a task or batch that is a cell's result, unless its magic just did."""
+        if self._shown.pop(id(item), None) != self.shell.execution_count:
+            display(self._view(item))
+
+    # -- magics -----------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("--name", help="A name for the task (default: the command).")
+    @argument("--idle", type=seconds, metavar="SECONDS", help="Silence before IDLE.")
+    @argument("--timeout", type=seconds, metavar="SECONDS", help="Stop after this long.")
+    @argument("--grace", type=seconds_or_zero, metavar="SECONDS", help="SIGTERM to SIGKILL.")
+    @argument("--cwd", metavar="DIR", help="Directory to run in.")
+    @argument("--env", action="append", default=[], metavar="KEY=VALUE", help="Repeatable.")
+    @argument("--quiet", action="store_true", help="Show no view.")
+    @argument("command", nargs="*", help="The shell command, verbatim, as with !cmd.")
+    @line_magic
+    def oneshot(self, line: str) -> OneshotTask:
+        """Run a shell command in the background; return its task at once.
+
+        Example::
+
+            t = %oneshot --name train --timeout 3600 python train.py --epochs 3
+            await t.wait()
+        """
+        options, command = split_command(line)
+        args = parse_argstring(self.oneshot, options)
+        if not command:
+            raise UsageError("no command given: %oneshot [options] COMMAND")
+        submit: dict[str, Any] = {"name": args.name, "env": parse_env(args.env)}
+        submit["cwd"] = check_cwd(args.cwd)
+        for option, key in (("idle", "idle_after"), ("timeout", "timeout"), ("grace", "grace")):
+            if getattr(args, option) is not None:
+                submit[key] = getattr(args, option)
+        task = self._submit(self.orchestrator.submit, command, **submit)
+        self._show(task, args.quiet)
+        return task
+
+    @magic_arguments()
+    @argument("--limit", type=whole_number, metavar="N", help="How many run at once.")
+    @argument("--idle", type=seconds, metavar="SECONDS", help="Silence before IDLE.")
+    @argument("--timeout", type=seconds, metavar="SECONDS", help="Stop each after this long.")
+    @argument("--grace", type=seconds_or_zero, metavar="SECONDS", help="SIGTERM to SIGKILL.")
+    @argument("--fail-fast", action="store_true", help="Stop the rest when one fails.")
+    @argument("--out", metavar="NAME", help="Also store the batch in this variable.")
+    @argument("--quiet", action="store_true", help="Show no view.")
+    @cell_magic
+    def oneshot_parallel(self, line: str, cell: str) -> Batch:
+        """Run each line of the cell as a command, at most --limit at a time.
+
+        Each command sees ONESHOT_SLOT (0 .. limit-1, the slot it holds) and
+        ONESHOT_TASK_ID in its environment. Blank lines and lines starting with # are
+        skipped; {var} and $var expand as in !cmd. Example::
+
+            %%oneshot_parallel --limit 2 --out jobs
+            python train.py --seed 1
+            python train.py --seed 2
+        """
+        args = parse_argstring(self.oneshot_parallel, line)
+        if args.out is not None and not args.out.isidentifier():
+            raise UsageError(f"--out takes a variable name, got {args.out!r}")
+        commands = [
+            self.shell.var_expand(text.strip(), depth=1)
+            for text in cell.splitlines()
+            if text.strip() and not text.strip().startswith("#")
+        ]
+        if not commands:
+            raise UsageError("the cell has no commands: write one command per line")
+        submit: dict[str, Any] = {"limit": args.limit, "fail_fast": args.fail_fast}
+        for option, key in (("idle", "idle_after"), ("timeout", "timeout"), ("grace", "grace")):
+            if getattr(args, option) is not None:
+                submit[key] = getattr(args, option)
+        batch = self._submit(self.orchestrator.submit_batch, commands, **submit)
+        if args.out:
+            self.shell.user_ns[args.out] = batch
+        self._show(batch, args.quiet)
+        return batch
+
+    def _submit(self, submit: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return self._call(submit, *args, **kwargs)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    @magic_arguments()
+    @argument("--all", action="store_true", help="Stop every task.")
+    @argument("task", nargs="?", help="The id or name of the task to stop.")
+    @line_magic
+    def oneshot_stop(self, line: str) -> None:
+        """Stop a task by id or name, or every task with --all."""
+        args = parse_argstring(self.oneshot_stop, line)
+        if args.all == bool(args.task):
+            raise UsageError("give a task id or name, or --all")
+        orchestrator = self.orchestrator
+        if args.all:
+            self._call(orchestrator.stop_all)
+            return
+        try:
+            task = orchestrator.get(args.task)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+        task.stop()
+
+    @line_magic
+    def oneshot_tasks(self, line: str) -> None:
+        """Show a live table of every task in this kernel."""
+        if line.strip():
+            raise UsageError("%oneshot_tasks takes no arguments")
+        orchestrator = self.orchestrator
+        if self.widgets:
+            from .views import tasks_table
+
+            display(tasks_table(orchestrator))
+            return
+        for task in orchestrator.tasks:
+            code = "" if task.returncode is None else f" exit {task.returncode}"
+            print(f"{task.id}  {task.state.value:<11} {task.name}{code}")
+
+
+def load(shell: Any) -> OneshotMagics:
+    """Register the magics with `shell`, and the display of tasks and batches."""
+    magics = OneshotMagics(shell=shell)
+    shell.register_magics(magics)
+    printers = shell.display_formatter.ipython_display_formatter
+    printers.for_type(OneshotTask, magics.display_result)
+    printers.for_type(Batch, magics.display_result)
+    return magics

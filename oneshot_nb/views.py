@@ -1,0 +1,358 @@
+"""ipywidgets views of tasks: rendering only, driven by the tasks' events.
+
+Every view learns of changes from its task's listeners (state-machine callbacks and
+output events), never by polling, and sends at most one update per widget per
+`UPDATE_INTERVAL`: events only mark it dirty, a timer on the loop flushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import weakref
+from collections.abc import Callable, Iterable
+
+import ipywidgets as widgets
+
+from .batch import Batch
+from .events import TaskEvent
+from .machine import TaskState
+from .orchestrator import AsyncOrchestrator
+from .tail import LogTail
+from .task import OneshotTask
+
+UPDATE_INTERVAL = 0.1  # at most ~10 updates a second per widget
+TICK_INTERVAL = 1.0  # how often elapsed times move on
+
+STATE_COLOURS = {
+    TaskState.CREATED: "#616161",
+    TaskState.RUNNING: "#1565c0",
+    TaskState.IDLE: "#b26a00",
+    TaskState.INTERRUPTED: "#6a1b9a",
+    TaskState.COMPLETED: "#2e7d32",
+    TaskState.FAILED: "#c62828",
+}
+
+
+class Throttle:
+    """Calls `flush` soon after `poke`, but never twice within `interval` seconds."""
+
+    def __init__(self, flush: Callable[[], None], interval: float = UPDATE_INTERVAL) -> None:
+        self._flush = flush
+        self._interval = interval
+        self._handle: asyncio.TimerHandle | None = None
+        self._last = float("-inf")
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None  # no loop, nothing to wait on: flush at once
+
+    def poke(self) -> None:
+        if self._loop is None or self._loop.is_closed():
+            self._flush()
+        elif self._handle is None:
+            delay = max(0.0, self._last + self._interval - self._loop.time())
+            self._handle = self._loop.call_later(delay, self._run)
+
+    def _run(self) -> None:
+        self._handle = None
+        assert self._loop is not None
+        self._last = self._loop.time()
+        self._flush()
+
+
+class _Ticker:
+    """One timer for all live views, so that elapsed times tick without a timer each."""
+
+    def __init__(self) -> None:
+        self._views: weakref.WeakSet[_Live] = weakref.WeakSet()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, view: _Live) -> None:
+        self._views.add(view)
+        if self._handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._handle = loop.call_later(TICK_INTERVAL, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle = None
+        for view in list(self._views):
+            if not view.tick():
+                self._views.discard(view)
+        if self._views and not loop.is_closed():
+            self._handle = loop.call_later(TICK_INTERVAL, self._tick, loop)
+
+
+ticker = _Ticker()
+
+
+class _Live:
+    def tick(self) -> bool:
+        """Move elapsed times on; False once there is nothing left to tick."""
+        raise NotImplementedError
+
+
+def badge_html(task: OneshotTask) -> str:
+    state = task.state
+    label = state.value
+    if state is TaskState.IDLE:
+        label += f" · silent {_seconds(task.silent_for)}"
+    return (
+        f'<span class="oneshot-badge oneshot-{state.value.lower()}" data-state="{state.value}"'
+        f' style="background:{STATE_COLOURS[state]};color:white;padding:1px 7px;'
+        f'border-radius:4px;font-weight:600;font-family:monospace;white-space:nowrap">'
+        f"{label}</span>"
+    )
+
+
+def info_html(task: OneshotTask) -> str:
+    """Elapsed time while it runs; exit code and reason once it has ended."""
+    parts = []
+    if task.elapsed is not None:
+        parts.append(_seconds(task.elapsed))
+    if task.state.is_final:
+        if task.returncode is not None:
+            parts.append(f"exit code {task.returncode}")
+        if task.reason:
+            parts.append(task.reason)
+        if task.error:
+            parts.append(task.error)
+    text = " · ".join(html.escape(p) for p in parts)
+    return f'<span class="oneshot-info" style="color:#555">{text}</span>'
+
+
+def title_html(task: OneshotTask) -> str:
+    command = task.command if isinstance(task.command, str) else " ".join(task.command)
+    name = html.escape(task.name)
+    code = html.escape(command if len(command) <= 200 else command[:199] + "…")
+    same = task.name == command
+    return (
+        f'<span class="oneshot-title"><b>{name}</b>'
+        + ("" if same else f' <code style="color:#555">{code}</code>')
+        + f' <span style="color:#999">#{html.escape(task.id)}</span></span>'
+    )
+
+
+def _seconds(value: float) -> str:
+    if value < 60:
+        return f"{value:.1f}s"
+    minutes, seconds = divmod(int(value), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+class LogView(widgets.VBox):
+    """The tail of a task's log in an Output widget, which renders ANSI colours and
+    sets stderr apart the way the notebook does. Only the tail is ever sent."""
+
+    def __init__(self, task: OneshotTask) -> None:
+        self.task = task
+        self.tail = LogTail()
+        # Made after the task began: start from what the task kept of its output.
+        self._seeded_dropped = task.output_dropped > 0
+        for stream, text in task.output_chunks():
+            self.tail.feed(stream, text)
+        self.note = widgets.HTML(layout=widgets.Layout(margin="0"))
+        self.output = widgets.Output(
+            layout=widgets.Layout(max_height="320px", overflow="auto", border="1px solid #ddd")
+        )
+        self.output.add_class("oneshot-log")
+        super().__init__([self.note, self.output])
+        self._throttle = Throttle(self._flush)
+        self._flush()
+        task.listeners.append(self._on_event)
+
+    def _on_event(self, event: TaskEvent) -> None:
+        if event.kind == "output" and event.text:
+            self.tail.feed(event.stream or "stdout", event.text)
+            self._throttle.poke()
+
+    def _flush(self) -> None:
+        if self.tail.hidden_lines:
+            note = f"{self.tail.hidden_lines} earlier lines not shown"
+        elif self._seeded_dropped:
+            note = "earlier output not shown"
+        else:
+            note = ""
+        if note:
+            note = f'<span class="oneshot-hidden" style="color:#999">{note}</span>'
+        self.note.value = note
+        outputs = self.tail.outputs()
+        if outputs != self.output.outputs:
+            self.output.outputs = outputs
+
+
+class TaskView(widgets.VBox, _Live):
+    """A task's badge, name and command, elapsed time, exit code, Stop button and log."""
+
+    def __init__(self, task: OneshotTask) -> None:
+        self.task = task
+        self.badge = widgets.HTML()
+        self.title = widgets.HTML(title_html(task))
+        self.info = widgets.HTML()
+        self.stop_button = widgets.Button(
+            description="Stop", icon="stop", button_style="danger", tooltip="Stop this task"
+        )
+        self.stop_button.layout.width = "80px"
+        self.stop_button.on_click(lambda _: task.stop())
+        self.log_view = LogView(task)
+        header = widgets.HBox(
+            [self.badge, self.title, self.info, self.stop_button],
+            layout=widgets.Layout(align_items="center", grid_gap="10px"),
+        )
+        super().__init__([header, self.log_view])
+        self.add_class("oneshot-task")
+        self._throttle = Throttle(self._flush)
+        self._flush()
+        task.listeners.append(self._on_event)
+        if not task.state.is_final:
+            ticker.add(self)
+
+    def _on_event(self, event: TaskEvent) -> None:
+        if event.kind == "transition":
+            self._throttle.poke()
+
+    def __repr__(self) -> str:
+        # The text a notebook stores beside the widget: stable, so nbval can compare it.
+        return f"TaskView({self.task.name!r})"
+
+    def tick(self) -> bool:
+        self._throttle.poke()
+        return not self.task.state.is_final
+
+    def _flush(self) -> None:
+        self.badge.value = badge_html(self.task)
+        self.info.value = info_html(self.task)
+        self.stop_button.disabled = self.task.state.is_final
+
+
+class TaskRow(widgets.VBox):
+    """One line of a table: badge, name, info, Stop, and a toggle that opens the log."""
+
+    def __init__(self, task: OneshotTask) -> None:
+        self.task = task
+        self.badge = widgets.HTML()
+        self.title = widgets.HTML(title_html(task))
+        self.info = widgets.HTML()
+        self.stop_button = widgets.Button(description="Stop", icon="stop", tooltip="Stop")
+        self.stop_button.layout.width = "70px"
+        self.stop_button.on_click(lambda _: task.stop())
+        self.log_button = widgets.ToggleButton(description="Log", tooltip="Show the log")
+        self.log_button.layout.width = "60px"
+        self.log_button.observe(self._toggle_log, "value")
+        line = widgets.HBox(
+            [self.badge, self.title, self.info, self.stop_button, self.log_button],
+            layout=widgets.Layout(align_items="center", grid_gap="8px"),
+        )
+        self.log_view: LogView | None = None
+        super().__init__([line])
+        self.add_class("oneshot-row")
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.badge.value = badge_html(self.task)
+        self.info.value = info_html(self.task)
+        self.stop_button.disabled = self.task.state.is_final
+
+    def _toggle_log(self, change: dict) -> None:
+        # The log view is made on first opening, so closed rows cost no traffic.
+        if change["new"]:
+            if self.log_view is None:
+                self.log_view = LogView(self.task)
+            self.children = (self.children[0], self.log_view)
+        else:
+            self.children = (self.children[0],)
+
+
+class TaskTable(widgets.VBox, _Live):
+    """Rows of tasks with counts per state, and a Stop-all button.
+
+    `tasks` is asked for the current list on each refresh, so a table of every task in
+    the kernel grows as tasks are submitted.
+    """
+
+    def __init__(
+        self,
+        tasks: Callable[[], Iterable[OneshotTask]],
+        stop_all: Callable[[], None],
+        *,
+        progress: bool = False,
+    ) -> None:
+        self._tasks = tasks
+        self.counts = widgets.HTML()
+        self.progress = widgets.IntProgress(min=0, max=1, value=0, bar_style="info")
+        self.progress.layout.display = None if progress else "none"
+        self.stop_all_button = widgets.Button(
+            description="Stop all", icon="stop", button_style="danger", tooltip="Stop all"
+        )
+        self.stop_all_button.on_click(lambda _: stop_all())
+        header = widgets.HBox(
+            [self.counts, self.progress, self.stop_all_button],
+            layout=widgets.Layout(align_items="center", grid_gap="10px"),
+        )
+        self.rows_box = widgets.VBox()
+        self._rows: dict[str, TaskRow] = {}
+        super().__init__([header, self.rows_box])
+        self.add_class("oneshot-table")
+        self._throttle = Throttle(self._flush)
+        self._flush()
+        ticker.add(self)
+
+    def __repr__(self) -> str:
+        return f"TaskTable({len(self._rows)} tasks)"
+
+    def on_event(self, event: TaskEvent) -> None:
+        if event.kind in ("transition", "submitted"):
+            self._throttle.poke()
+
+    def tick(self) -> bool:
+        self._throttle.poke()
+        return True
+
+    def _flush(self) -> None:
+        tasks = list(self._tasks())
+        for task in tasks:
+            if task.id not in self._rows:
+                self._rows[task.id] = TaskRow(task)
+        if len(self.rows_box.children) != len(self._rows):
+            self.rows_box.children = tuple(self._rows[t.id] for t in tasks)
+        counts = dict.fromkeys(TaskState, 0)
+        for task in tasks:
+            counts[task.state] += 1
+            self._rows[task.id].refresh()
+        self.counts.value = " ".join(
+            f'<span class="oneshot-count" data-state="{s.value}">{s.value} {n}</span>'
+            for s, n in counts.items()
+        )
+        finished = sum(n for s, n in counts.items() if s.is_final)
+        self.progress.max = max(1, len(tasks))
+        self.progress.value = finished
+        self.progress.bar_style = "danger" if counts[TaskState.FAILED] else "info"
+        self.stop_all_button.disabled = finished == len(tasks)
+
+
+def task_view(task: OneshotTask) -> TaskView:
+    """The one view of a task, made on first use."""
+    if not isinstance(task.view, TaskView):
+        task.view = TaskView(task)
+    return task.view
+
+
+def batch_view(batch: Batch) -> TaskTable:
+    if not isinstance(batch.view, TaskTable):
+        table = TaskTable(lambda: batch.tasks, batch.stop, progress=True)
+        for task in batch.tasks:
+            task.listeners.append(table.on_event)
+        batch.view = table
+    return batch.view
+
+
+def tasks_table(orchestrator: AsyncOrchestrator) -> TaskTable:
+    """A live table of every task the orchestrator has, including ones yet to come."""
+    table = TaskTable(lambda: orchestrator.tasks, orchestrator.stop_all)
+    orchestrator.listeners.append(table.on_event)
+    return table
