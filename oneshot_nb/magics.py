@@ -169,7 +169,10 @@ class OneshotMagics(Magics):
         # Set before the traits load their config, which calls the observers below.
         self._orchestrator: AsyncOrchestrator | None = None
         self._thread: BackgroundLoop | None = None
-        self._shown: dict[int, int] = {}
+        # Tasks and batches whose view the running cell has shown already. Reset by the
+        # pre_run_cell event: the execution count would not do, as it does not move
+        # when a cell runs without history (as nbval runs them).
+        self._shown: set[int] = set()
         super().__init__(shell=shell, **kwargs)
 
     @validate("limit")
@@ -246,7 +249,7 @@ class OneshotMagics(Magics):
     def _show(self, item: OneshotTask | Batch, quiet: bool) -> None:
         """Show the view now, and note it so that the cell's result does not show it
         again: the view appears once whether or not the result is assigned."""
-        self._shown[id(item)] = self.shell.execution_count
+        self._shown.add(id(item))
         if quiet:
             return
         if self.widgets:
@@ -259,9 +262,12 @@ class OneshotMagics(Magics):
 
         return task_view(item) if isinstance(item, OneshotTask) else batch_view(item)
 
+    def new_cell(self, info: Any = None) -> None:
+        self._shown.clear()
+
     def display_result(self, item: OneshotTask | Batch) -> None:
         """Show a task or batch that is a cell's result, unless its magic just did."""
-        if self._shown.pop(id(item), None) != self.shell.execution_count:
+        if id(item) not in self._shown:
             display(self._view(item))
 
     # -- magics -----------------------------------------------------------------------
@@ -382,6 +388,7 @@ def load(shell: Any) -> OneshotMagics:
     """Register the magics with `shell`, and the display of tasks and batches."""
     magics = OneshotMagics(shell=shell)
     shell.register_magics(magics)
+    shell.events.register("pre_run_cell", magics.new_cell)
     printers = shell.display_formatter.ipython_display_formatter
     printers.for_type(OneshotTask, magics.display_result)
     printers.for_type(Batch, magics.display_result)

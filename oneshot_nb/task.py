@@ -99,6 +99,7 @@ class OneshotTask:
         self._done: anyio.Event | None = None
         self._interrupted: anyio.Event | None = None
         self._resumed: anyio.Event | None = None
+        self._state_waiters: list[anyio.Event] = []
         self._slot_wait: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -179,6 +180,18 @@ class OneshotTask:
             if self._done is None:
                 self._done = anyio.Event()
             await self._done.wait()
+        return self.state
+
+    async def wait_for(self, *states: TaskState | str) -> TaskState:
+        """Wait until the task is in one of `states` (or has ended); return its state.
+
+        `await task.wait_for("RUNNING")` waits for the process to have started.
+        """
+        wanted = {TaskState(state) for state in states}
+        while self.state not in wanted and not self.state.is_final:
+            changed = anyio.Event()
+            self._state_waiters.append(changed)
+            await changed.wait()
         return self.state
 
     def __await__(self) -> Generator[Any, None, TaskState]:
@@ -372,6 +385,9 @@ class OneshotTask:
                 self._slot_wait.cancel()
         if target is TaskState.RUNNING and self._resumed is not None:
             self._resumed.set()
+        waiters, self._state_waiters = self._state_waiters, []
+        for waiter in waiters:
+            waiter.set()
         if self.listeners:
             notify(
                 self.listeners,
