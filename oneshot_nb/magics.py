@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import atexit
-import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -13,131 +12,24 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
-from traitlets import Float, Integer, TraitError, observe, validate
+from traitlets import Float, Integer, TraitError, Unicode, observe, validate
 
+from . import history
 from .background import BackgroundLoop
 from .batch import Batch
 from .orchestrator import AsyncOrchestrator
+from .parsing import (
+    check_cwd,
+    parse_env,
+    seconds,
+    seconds_or_zero,
+    split_command,
+    whole_number,
+)
+from .store import Store, default_path
 from .task import DEFAULT_GRACE, DEFAULT_IDLE_AFTER, DEFAULT_MAX_LOG_BYTES, OneshotTask
 
 T = TypeVar("T")
-
-# Options of %oneshot that take a value, and those that do not. The first word that is
-# neither starts the command, which is kept exactly as typed.
-VALUE_OPTIONS = ("--name", "--idle", "--timeout", "--grace", "--cwd", "--env")
-FLAG_OPTIONS = ("--quiet",)
-
-
-def seconds(text: str) -> float:
-    """argparse type: a number of seconds greater than 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0 or value != value:
-        raise argparse.ArgumentTypeError(f"expected seconds greater than 0, got {text!r}")
-    return value
-
-
-def seconds_or_zero(text: str) -> float:
-    """argparse type: a number of seconds, 0 or more."""
-    if text.strip() in ("0", "0.0"):
-        return 0.0
-    return seconds(text)
-
-
-def whole_number(text: str) -> int:
-    """argparse type: a whole number of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
-    return value
-
-
-def split_command(line: str) -> tuple[str, str]:
-    """Split a %oneshot line into its options and the command, kept verbatim.
-
-    Why not argparse on the whole line: it would take the command's own options
-    (`sh -c '...'`) as the magic's and drop their quotes.
-    """
-    pos = 0
-    while True:
-        start = _skip_space(line, pos)
-        if start >= len(line):
-            return line, ""
-        word, end = _read_word(line, start)
-        if word == "--":
-            return line[:start], line[end:].strip()
-        name = word.split("=", 1)[0]
-        if name in FLAG_OPTIONS or (name in VALUE_OPTIONS and "=" in word):
-            pos = end
-        elif name in VALUE_OPTIONS:
-            value_start = _skip_space(line, end)
-            if value_start >= len(line):
-                raise UsageError(f"{name} needs a value")
-            pos = _read_word(line, value_start)[1]
-        elif word.startswith("-"):
-            raise UsageError(
-                f"unknown option {word!r}: options are {', '.join(VALUE_OPTIONS + FLAG_OPTIONS)}"
-                " and go before the command (use -- to start a command with '-')"
-            )
-        else:
-            return line[:start], line[start:].strip()
-
-
-def _skip_space(line: str, pos: int) -> int:
-    while pos < len(line) and line[pos].isspace():
-        pos += 1
-    return pos
-
-
-def _read_word(line: str, pos: int) -> tuple[str, int]:
-    """One shell word from `pos`: its text without quotes, and where it ends."""
-    word = []
-    quote = None
-    while pos < len(line):
-        char = line[pos]
-        if quote:
-            if char == quote:
-                quote = None
-            elif char == "\\" and quote == '"' and pos + 1 < len(line):
-                pos += 1
-                word.append(line[pos])
-            else:
-                word.append(char)
-        elif char in "'\"":
-            quote = char
-        elif char == "\\" and pos + 1 < len(line):
-            pos += 1
-            word.append(line[pos])
-        elif char.isspace():
-            break
-        else:
-            word.append(char)
-        pos += 1
-    return "".join(word), pos
-
-
-def parse_env(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
-            raise UsageError(f"--env takes KEY=VALUE with a variable name as KEY, got {pair!r}")
-        env[key] = value
-    return env
-
-
-def check_cwd(cwd: str | None) -> str | None:
-    if cwd is None:
-        return None
-    path = os.path.expanduser(cwd)
-    if not os.path.isdir(path):
-        raise UsageError(f"--cwd: no such directory: {cwd}")
-    return path
 
 
 @magics_class
@@ -164,6 +56,12 @@ class OneshotMagics(Magics):
     max_log_bytes = Integer(
         DEFAULT_MAX_LOG_BYTES, help="Bytes of output each task keeps in memory."
     ).tag(config=True)
+    db = Unicode(
+        None,
+        allow_none=True,
+        help="The history database, read when the extension loads. Default: ONESHOT_NB_DB,"
+        " else ~/.local/share/oneshot_nb/history.sqlite3; ':memory:' turns history off.",
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         # Set before the traits load their config, which calls the observers below.
@@ -173,6 +71,8 @@ class OneshotMagics(Magics):
         # pre_run_cell event: the execution count would not do, as it does not move
         # when a cell runs without history (as nbval runs them).
         self._shown: set[int] = set()
+        self.store: Store | None = None
+        self._store_warning: str | None = None
         super().__init__(shell=shell, **kwargs)
 
     @validate("limit")
@@ -226,7 +126,10 @@ class OneshotMagics(Magics):
             except RuntimeError:
                 self._thread = BackgroundLoop()
             self._orchestrator = self._call(AsyncOrchestrator, self.limit, **self._options())
+            if self.store is not None:
+                self.store.attach(self._orchestrator)
             atexit.register(self._at_exit)
+        self._warn_store()
         return self._orchestrator
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -236,13 +139,54 @@ class OneshotMagics(Magics):
 
     def _at_exit(self) -> None:
         orchestrator = self._orchestrator
-        if orchestrator is None:
+        if orchestrator is not None:
+            if self._thread is not None:
+                self._thread.run(orchestrator.aclose())
+                self._thread.close()
+            else:
+                orchestrator.shutdown_now("shutdown")
+        if self.store is not None:
+            self.store.close()
+
+    # -- the history ------------------------------------------------------------------
+
+    def open_history(self) -> None:
+        """Open the history database and settle what dead kernels left running.
+
+        A database that cannot be used turns history off with one warning; tasks run
+        as usual without it.
+        """
+        path = self.db or default_path()
+        if path == ":memory:":
             return
-        if self._thread is not None:
-            self._thread.run(orchestrator.aclose())
-            self._thread.close()
-        else:
-            orchestrator.shutdown_now("shutdown")
+        try:
+            self.store = Store(path, on_error=self._store_failed)
+            settled = history.recover(self.store)
+        except Exception as exc:
+            self.store = None
+            print(f"oneshot_nb: task history is off: cannot use {path}: {exc}", file=sys.stderr)
+            return
+        history.active_store = self.store
+        atexit.register(self._at_exit)
+        if settled:
+            print(
+                f"oneshot_nb: {len(settled)} task(s) left running by a kernel that died were"
+                " stopped and marked 'kernel died' (see %oneshot_history)",
+                file=sys.stderr,
+            )
+
+    def _store_failed(self, message: str) -> None:
+        # Called on the store's thread: the warning is shown by the next magic, in the
+        # cell that runs it, rather than printed into whatever cell is running now.
+        self._store_warning = message
+
+    def _warn_store(self) -> None:
+        if self._store_warning:
+            print(self._store_warning, file=sys.stderr)
+            self._store_warning = ""
+
+    def _path(self) -> str | None:
+        return self.store.path if self.store is not None else (self.db or None)
 
     # -- showing ----------------------------------------------------------------------
 
@@ -385,9 +329,14 @@ class OneshotMagics(Magics):
 
 
 def load(shell: Any) -> OneshotMagics:
-    """Register the magics with `shell`, and the display of tasks and batches."""
+    """Register the magics with `shell`, and the display of tasks and batches; open
+    the history and settle what a dead kernel left behind."""
+    from .history_magics import HistoryMagics
+
     magics = OneshotMagics(shell=shell)
+    magics.open_history()
     shell.register_magics(magics)
+    shell.register_magics(HistoryMagics(shell=shell, main=magics))
     shell.events.register("pre_run_cell", magics.new_cell)
     printers = shell.display_formatter.ipython_display_formatter
     printers.for_type(OneshotTask, magics.display_result)

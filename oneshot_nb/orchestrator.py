@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -88,6 +88,8 @@ class AsyncOrchestrator:
         }
         check_options(**self.defaults)
         self._hub = EventHub()
+        # Given to each task submitted from now on (see OneshotTask.output_gate).
+        self.output_gate: Callable[[], Awaitable[None]] | None = None
         self._tasks: dict[str, OneshotTask] = {}
         self._group: TaskGroup | None = None
         self._pending: list[tuple[OneshotTask, Slots | None]] = []
@@ -188,6 +190,7 @@ class AsyncOrchestrator:
                  "max_log_bytes": max_log_bytes}
         options = {k: (self.defaults[k] if v is _UNSET else v) for k, v in given.items()}
         task = OneshotTask(command, name=name, cwd=cwd, env=env, **options)
+        task.output_gate = self.output_gate
         self._start_host()
         self._tasks[task.id] = task
         task.listeners.append(self._hub.publish)

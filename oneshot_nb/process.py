@@ -61,3 +61,19 @@ class ProcessGroup:
 
     def kill(self) -> None:
         signal_group(self.pgid, signal.SIGKILL)
+
+
+def process_start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (Linux), or None if it is gone.
+
+    A pid with the same start time is the same process; a reused pid is not. A zombie
+    (dead, not yet reaped by its parent) counts as gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])

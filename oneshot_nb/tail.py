@@ -15,12 +15,15 @@ class LogTail:
 
     A carriage return starts its line over, as in a terminal, so a progress bar
     (tqdm, curl, pip) shows its latest state instead of one line per update. A line
-    still being written is kept per stream; one longer than `max_chars` keeps its end.
+    still being written is kept per stream. A line longer than a quarter of `max_chars`
+    keeps its end, so that the unfinished lines of stdout and stderr and the newest
+    complete line always fit the bound together.
     """
 
     def __init__(self, max_lines: int = MAX_LINES, max_chars: int = MAX_CHARS) -> None:
         self.max_lines = max_lines
         self.max_chars = max_chars
+        self.max_line_chars = max(1, max_chars // 4)
         self.hidden_lines = 0  # complete lines that fell off the top
         self._lines: deque[tuple[str, str]] = deque()
         self._chars = 0
@@ -45,16 +48,22 @@ class LogTail:
         last = self._fit(_overwrite(parts[-1]))
         if last or self._pending_cr.get(stream):
             self._partial[stream] = last
+        self._trim()
 
     def _fit(self, line: str) -> str:
-        return line if len(line) <= self.max_chars else line[-self.max_chars :]
+        return line if len(line) <= self.max_line_chars else line[-self.max_line_chars :]
 
     def _add(self, stream: str, line: str) -> None:
         self._lines.append((stream, line))
         self._chars += len(line) + 1
-        while len(self._lines) > self.max_lines or (
-            self._chars > self.max_chars and len(self._lines) > 1
-        ):
+
+    def _trim(self) -> None:
+        """Drop the oldest complete lines until they fit beside the unfinished ones: those
+        are shown too, so they count towards both bounds."""
+        partial = [line for line in self._partial.values() if line]
+        lines_left = self.max_lines - len(partial)
+        chars_left = self.max_chars - sum(len(line) for line in partial)
+        while self._lines and (len(self._lines) > lines_left or self._chars > chars_left):
             _, old = self._lines.popleft()
             self._chars -= len(old) + 1
             self.hidden_lines += 1

@@ -8,7 +8,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,9 @@ class OneshotTask:
         self.transitions: list[Transition] = []
         self.listeners: list[Listener] = []
         self.view: Any = None  # the notebook layer's widget, when there is one
+        # Awaited after each chunk read: lets a slow consumer (the store's disk) slow
+        # the reading down, and so the process, instead of queueing without bound.
+        self.output_gate: Callable[[], Awaitable[None]] | None = None
         self.bytes_written = {"stdout": 0, "stderr": 0}
         self.last_activity = time.monotonic()
         self._log = BoundedLog(self.max_log_bytes)
@@ -317,6 +320,8 @@ class OneshotTask:
                 except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                     break
                 self._on_output(name, data, decoder.decode(data))
+                if self.output_gate is not None:
+                    await self.output_gate()
         finally:
             rest = decoder.decode(b"", final=True)
             if rest:

@@ -67,14 +67,17 @@ class _Ticker:
     def __init__(self) -> None:
         self._views: weakref.WeakSet[_Live] = weakref.WeakSet()
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, view: _Live) -> None:
         self._views.add(view)
-        if self._handle is None:
+        # A timer left on a loop that has since closed never fires: start one on this loop.
+        if self._handle is None or (self._loop is not None and self._loop.is_closed()):
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return
+            self._loop = loop
             self._handle = loop.call_later(TICK_INTERVAL, self._tick, loop)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -96,15 +99,17 @@ class _Live:
 
 
 def badge_html(task: OneshotTask) -> str:
-    state = task.state
-    label = state.value
-    if state is TaskState.IDLE:
-        label += f" · silent {_seconds(task.silent_for)}"
+    extra = f" · silent {seconds_text(task.silent_for)}" if task.state is TaskState.IDLE else ""
+    return state_badge(task.state, extra)
+
+
+def state_badge(state: TaskState, extra: str = "") -> str:
+    """A coloured label for a state; `extra` follows the state's name inside it."""
     return (
         f'<span class="oneshot-badge oneshot-{state.value.lower()}" data-state="{state.value}"'
         f' style="background:{STATE_COLOURS[state]};color:white;padding:1px 7px;'
         f'border-radius:4px;font-weight:600;font-family:monospace;white-space:nowrap">'
-        f"{label}</span>"
+        f"{state.value}{html.escape(extra)}</span>"
     )
 
 
@@ -112,7 +117,7 @@ def info_html(task: OneshotTask) -> str:
     """Elapsed time while it runs; exit code and reason once it has ended."""
     parts = []
     if task.elapsed is not None:
-        parts.append(_seconds(task.elapsed))
+        parts.append(seconds_text(task.elapsed))
     if task.state.is_final:
         if task.returncode is not None:
             parts.append(f"exit code {task.returncode}")
@@ -136,7 +141,7 @@ def title_html(task: OneshotTask) -> str:
     )
 
 
-def _seconds(value: float) -> str:
+def seconds_text(value: float) -> str:
     if value < 60:
         return f"{value:.1f}s"
     minutes, seconds = divmod(int(value), 60)

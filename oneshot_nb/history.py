@@ -1,0 +1,248 @@
+"""Reading the history back, and settling the tasks of kernels that died."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .machine import TaskState
+from .process import group_alive, process_start_time, signal_group
+from .store import BUSY_TIMEOUT_MS, LIVE_STATES, Store, default_path
+
+# A dead kernel's tasks get at most this long to go after SIGTERM, whatever their grace:
+# loading the extension waits for it.
+RECOVERY_GRACE_CAP = 5.0
+
+# The Store of this process, if one is open, so that reads see what it has queued.
+active_store: Store | None = None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task as the history holds it."""
+
+    id: str
+    name: str
+    command: str | list[str]
+    cwd: str | None
+    env: dict[str, str]
+    state: TaskState
+    returncode: int | None
+    reason: str | None
+    error: str | None
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    session: str
+    path: str = field(repr=False)
+
+    def read_log(self, stream: str | None = None) -> bytes:
+        """The task's whole output as written: one stream ("stdout" or "stderr"), or
+        both in the order they arrived."""
+        _flush_if_active(self.path)
+        db = _open(self.path)
+        try:
+            if stream is None:
+                rows = db.execute("SELECT data FROM chunks WHERE task = ? ORDER BY seq", (self.id,))
+            else:
+                rows = db.execute(
+                    "SELECT data FROM chunks WHERE task = ? AND stream = ? ORDER BY seq",
+                    (self.id, stream),
+                )
+            return b"".join(row[0] for row in rows)
+        finally:
+            db.close()
+
+    def read_chunks(self) -> list[tuple[str, bytes]]:
+        """The output as stored: (stream, bytes) rows in the order they arrived."""
+        _flush_if_active(self.path)
+        db = _open(self.path)
+        try:
+            return list(
+                db.execute(
+                    "SELECT stream, data FROM chunks WHERE task = ? ORDER BY seq", (self.id,)
+                )
+            )
+        finally:
+            db.close()
+
+    def transitions(self) -> list[tuple[str, str, str, float, str | None]]:
+        """(event, source, target, time, reason) for each recorded transition."""
+        db = _open(self.path)
+        try:
+            return list(
+                db.execute(
+                    "SELECT event, source, target, time, reason FROM transitions"
+                    " WHERE task = ? ORDER BY rowid",
+                    (self.id,),
+                )
+            )
+        finally:
+            db.close()
+
+
+def history(
+    limit: int | None = None,
+    *,
+    failed: bool = False,
+    grep: str | None = None,
+    path: str | None = None,
+) -> list[TaskRecord]:
+    """Past and present tasks, newest first, from the history database.
+
+    `failed` keeps FAILED tasks only; `grep` keeps those whose name or command contains
+    the text. `path` defaults to ONESHOT_NB_DB or the per-user file.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
+    path = path or default_path()
+    if path == ":memory:" or not os.path.exists(path):
+        return []
+    _flush_if_active(path)
+    query = "SELECT * FROM tasks"
+    where, params = [], []
+    if failed:
+        where.append("state = 'FAILED'")
+    if grep:
+        where.append("(instr(name, ?) > 0 OR instr(command, ?) > 0)")
+        params += [grep, grep]
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    query += " ORDER BY created_at DESC, rowid DESC"
+    if limit is not None:
+        query += f" LIMIT {int(limit)}"
+    db = _open(path)
+    try:
+        db.row_factory = sqlite3.Row
+        return [_record(row, path) for row in db.execute(query, params)]
+    finally:
+        db.close()
+
+
+def get_record(task_id: str, path: str | None = None) -> TaskRecord:
+    path = path or default_path()
+    if path != ":memory:" and os.path.exists(path):
+        _flush_if_active(path)
+        db = _open(path)
+        try:
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        finally:
+            db.close()
+        if row is not None:
+            return _record(row, path)
+    raise KeyError(f"no task {task_id!r} in the history")
+
+
+def prune(days: float, path: str | None = None) -> int:
+    """Delete tasks that ended more than `days` days ago; return how many."""
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or not days >= 0:
+        raise ValueError(f"days must be a number >= 0, got {days!r}")
+    path = path or default_path()
+    if path == ":memory:" or not os.path.exists(path):
+        return 0
+    cutoff = time.time() - days * 86400
+    db = _open(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        ids = [r[0] for r in db.execute("SELECT id FROM tasks WHERE ended_at < ?", (cutoff,))]
+        for table, column in (("chunks", "task"), ("transitions", "task"), ("tasks", "id")):
+            db.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(i,) for i in ids])
+        db.execute("COMMIT")
+        return len(ids)
+    finally:
+        db.close()
+
+
+def recover(store: Store) -> list[str]:
+    """Settle the tasks that kernels on this host left CREATED, RUNNING or IDLE when
+    they died: terminate each surviving process group (SIGTERM, then SIGKILL after its
+    grace, at most RECOVERY_GRACE_CAP) and mark the task INTERRUPTED, "kernel died".
+
+    A group is signalled only when its leader is the very process the task started
+    (same pid and start time), or when no process has that pid any more (the group's
+    other members keep its id, which the system then cannot hand out again).
+    Returns the ids of the tasks settled.
+    """
+    db = _open(store.path)
+    try:
+        rows = db.execute(
+            f"""SELECT t.id, t.state, t.pid, t.pid_start, t.grace, s.pid, s.pid_start, s.host
+            FROM tasks t LEFT JOIN sessions s ON s.id = t.session
+            WHERE t.state IN ({", ".join("?" * len(LIVE_STATES))}) AND t.session != ?""",
+            (*LIVE_STATES, store.session),
+        ).fetchall()
+        host = os.uname().nodename
+        orphans = [row for row in rows if row[7] in (None, host) and not _alive(row[5], row[6])]
+        groups = {}
+        for _, _, pid, pid_start, grace, *_ in orphans:
+            if pid is not None and _ours(pid, pid_start) and signal_group(pid, signal.SIGTERM):
+                groups[pid] = min(grace or 0.0, RECOVERY_GRACE_CAP)
+        deadline = time.monotonic() + max(groups.values(), default=0.0)
+        while any(group_alive(g) for g in groups) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pgid in groups:
+            signal_group(pgid, signal.SIGKILL)
+        now = time.time()
+        db.execute("BEGIN IMMEDIATE")
+        for task_id, state, *_ in orphans:
+            db.execute(
+                "UPDATE tasks SET state = 'INTERRUPTED', reason = 'kernel died',"
+                " ended_at = ? WHERE id = ? AND state = ?",
+                (now, task_id, state),
+            )
+            db.execute(
+                "INSERT INTO transitions"
+                " VALUES (?, 'interrupt', ?, 'INTERRUPTED', ?, 'kernel died')",
+                (task_id, state, now),
+            )
+        db.execute("COMMIT")
+        return [row[0] for row in orphans]
+    finally:
+        db.close()
+
+
+def _alive(pid: int | None, start: int | None) -> bool:
+    return pid is not None and start is not None and process_start_time(pid) == start
+
+
+def _ours(pid: int, start: int | None) -> bool:
+    now = process_start_time(pid)
+    return now is None or now == start
+
+
+def _record(row: Any, path: str) -> TaskRecord:
+    command = json.loads(row["command"]) if row["argv"] else row["command"]
+    return TaskRecord(
+        id=row["id"],
+        name=row["name"],
+        command=command,
+        cwd=row["cwd"],
+        env=json.loads(row["env"] or "{}"),
+        state=TaskState(row["state"]),
+        returncode=row["returncode"],
+        reason=row["reason"],
+        error=row["error"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        session=row["session"],
+        path=path,
+    )
+
+
+def _open(path: str) -> sqlite3.Connection:
+    """A connection for reading and small edits: no creating, no migrating."""
+    db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return db
+
+
+def _flush_if_active(path: str) -> None:
+    if active_store is not None and active_store.path == path:
+        active_store.flush()

@@ -1,0 +1,100 @@
+"""Widgets for the history: a table of past tasks, each with its log on demand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+
+import ipywidgets as widgets
+
+from .history import TaskRecord
+from .log import StreamDecoder
+from .tail import LogTail
+from .views import seconds_text, state_badge
+
+
+def record_info(record: TaskRecord) -> str:
+    parts = []
+    if record.started_at is not None:
+        parts.append(dt.datetime.fromtimestamp(record.started_at).strftime("%Y-%m-%d %H:%M:%S"))
+        if record.ended_at is not None:
+            parts.append(seconds_text(record.ended_at - record.started_at))
+    if record.returncode is not None:
+        parts.append(f"exit code {record.returncode}")
+    if record.reason:
+        parts.append(record.reason)
+    return " · ".join(parts)
+
+
+def log_tail(record: TaskRecord) -> LogTail:
+    """The tail of a stored log, as a live view would show it."""
+    tail = LogTail()
+    decoders: dict[str, StreamDecoder] = {}
+    for stream, data in record.read_chunks():
+        decoder = decoders.setdefault(stream, StreamDecoder())
+        tail.feed(stream, decoder.decode(data))
+    for stream, decoder in decoders.items():
+        tail.feed(stream, decoder.decode(b"", final=True))
+    return tail
+
+
+class RecordRow(widgets.VBox):
+    """A past task: badge, name and command, when and how it ended, and a Log toggle."""
+
+    def __init__(self, record: TaskRecord) -> None:
+        self.record = record
+        command = record.command if isinstance(record.command, str) else " ".join(record.command)
+        title = (
+            f'<span class="oneshot-title"><b>{html.escape(record.name)}</b>'
+            f' <code style="color:#555">{html.escape(command[:200])}</code>'
+            f' <span style="color:#999">#{html.escape(record.id)}</span></span>'
+        )
+        info = html.escape(record_info(record))
+        info = f'<span class="oneshot-info" style="color:#555">{info}</span>'
+        self.log_button = widgets.ToggleButton(description="Log", tooltip="Show the stored log")
+        self.log_button.layout.width = "60px"
+        self.log_button.observe(self._toggle_log, "value")
+        line = widgets.HBox(
+            [
+                widgets.HTML(state_badge(record.state)),
+                widgets.HTML(title),
+                widgets.HTML(info),
+                self.log_button,
+            ],
+            layout=widgets.Layout(align_items="center", grid_gap="8px"),
+        )
+        self.log_view: widgets.VBox | None = None
+        super().__init__([line])
+        self.add_class("oneshot-row")
+
+    def _toggle_log(self, change: dict) -> None:
+        if not change["new"]:
+            self.children = self.children[:1]
+            return
+        if self.log_view is None:
+            tail = log_tail(self.record)
+            note = (
+                f"{tail.hidden_lines} earlier lines not shown;"
+                f" %oneshot_log {self.record.id} prints them all"
+                if tail.hidden_lines
+                else ""
+            )
+            output = widgets.Output(
+                layout=widgets.Layout(max_height="320px", overflow="auto", border="1px solid #ddd")
+            )
+            output.add_class("oneshot-log")
+            output.outputs = tail.outputs()
+            self.log_view = widgets.VBox(
+                [
+                    widgets.HTML(f'<span class="oneshot-hidden" style="color:#999">{note}</span>'),
+                    output,
+                ]
+            )
+        self.children = (self.children[0], self.log_view)
+
+
+def history_table(records: list[TaskRecord]) -> widgets.VBox:
+    header = widgets.HTML(f"<b>{len(records)} tasks</b>, newest first")
+    table = widgets.VBox([header, *(RecordRow(record) for record in records)])
+    table.add_class("oneshot-history")
+    return table
