@@ -12,6 +12,7 @@ from .batch import Batch
 from .events import Subscription, TaskEvent
 from .machine import OneshotStateMachine, TaskState
 from .orchestrator import AsyncOrchestrator, OrchestratorClosed, OrchestratorStatistics
+from .records import TaskRecord, history
 from .slots import Slots
 from .task import OneshotTask, Transition
 
@@ -35,6 +36,8 @@ __all__ = [
     "Slots",
     "Subscription",
     "TaskEvent",
+    "TaskRecord",
     "TaskState",
     "Transition",
+    "history",
 ]

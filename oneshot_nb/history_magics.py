@@ -10,7 +10,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import history
+from . import records
 from .magics import OneshotMagics
 from .parsing import whole_number
 from .store import REDACTED
@@ -43,18 +43,18 @@ class HistoryMagics(Magics):
             raise UsageError("task history is off (OneshotMagics.db or ONESHOT_NB_DB)")
         if args.prune is not None:
             try:
-                count = history.prune(args.prune, path=path)
+                count = records.prune(args.prune, path=path)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
             print(f"deleted {count} task(s) that ended more than {args.prune:g} days ago")
             return
-        records = history.history(args.limit, failed=args.failed, grep=args.grep, path=path)
+        found = records.history(args.limit, failed=args.failed, grep=args.grep, path=path)
         if self.main.widgets:
-            from .history_view import history_table
+            from .history_view import HistoryTable
 
-            display(history_table(records))
+            display(HistoryTable(found))
             return
-        for record in records:
+        for record in found:
             code = "" if record.returncode is None else f" exit {record.returncode}"
             print(f"{record.id}  {record.state.value:<11} {record.name}{code} {record.reason}")
 
@@ -89,12 +89,12 @@ class HistoryMagics(Magics):
         self.main._show(task, args.quiet)
         return task
 
-    def _record(self, task_id: str) -> history.TaskRecord:
+    def _record(self, task_id: str) -> records.TaskRecord:
         path = self.main._path()
         if path is None:
             raise UsageError("task history is off (OneshotMagics.db or ONESHOT_NB_DB)")
         try:
-            return history.get_record(task_id, path=path)
+            return records.get_record(task_id, path=path)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
 

@@ -7,8 +7,8 @@ import html
 
 import ipywidgets as widgets
 
-from .history import TaskRecord
 from .log import StreamDecoder
+from .records import TaskRecord
 from .tail import LogTail
 from .views import seconds_text, state_badge
 
@@ -93,8 +93,15 @@ class RecordRow(widgets.VBox):
         self.children = (self.children[0], self.log_view)
 
 
-def history_table(records: list[TaskRecord]) -> widgets.VBox:
-    header = widgets.HTML(f"<b>{len(records)} tasks</b>, newest first")
-    table = widgets.VBox([header, *(RecordRow(record) for record in records)])
-    table.add_class("oneshot-history")
-    return table
+class HistoryTable(widgets.VBox):
+    """Past tasks, newest first; each row opens its stored log."""
+
+    def __init__(self, records: list[TaskRecord]) -> None:
+        self.records = records
+        header = widgets.HTML(f"<b>{len(records)} tasks</b>, newest first")
+        super().__init__([header, *(RecordRow(record) for record in records)])
+        self.add_class("oneshot-history")
+
+    def __repr__(self) -> str:
+        # Stable text beside the widget, so that nbval can compare it.
+        return f"HistoryTable({len(self.records)} tasks)"

@@ -14,7 +14,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Float, Integer, TraitError, Unicode, observe, validate
 
-from . import history
+from . import records
 from .background import BackgroundLoop
 from .batch import Batch
 from .orchestrator import AsyncOrchestrator
@@ -161,12 +161,12 @@ class OneshotMagics(Magics):
             return
         try:
             self.store = Store(path, on_error=self._store_failed)
-            settled = history.recover(self.store)
+            settled = records.recover(self.store)
         except Exception as exc:
             self.store = None
             print(f"oneshot_nb: task history is off: cannot use {path}: {exc}", file=sys.stderr)
             return
-        history.active_store = self.store
+        records.active_store = self.store
         atexit.register(self._at_exit)
         if settled:
             print(

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import textwrap
+from collections.abc import Callable
 
+import anyio
 import pytest
+
+
+# Every kernel and shell the suite starts (nbval's included) inherits this: tests never
+# write to, or settle tasks in, the user's own history database.
+os.environ["ONESHOT_NB_DB"] = os.path.join(
+    tempfile.mkdtemp(prefix="oneshot-test-history-"), "history.sqlite3"
+)
 
 
 @pytest.fixture
@@ -50,3 +60,11 @@ def _pids_in_group(pgid: int) -> list[str]:
             if int(fields[2]) == pgid:
                 pids.append(entry)
     return pids
+
+
+async def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll `condition` on the loop until it holds; fail the test after `timeout`."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.005)
+

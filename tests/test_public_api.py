@@ -18,8 +18,10 @@ def test_exported_names_are_exactly_the_public_api():
             "Slots",
             "Subscription",
             "TaskEvent",
+            "TaskRecord",
             "TaskState",
             "Transition",
+            "history",
         ]
     )
     for name in oneshot_nb.__all__:
