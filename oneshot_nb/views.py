@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import signal
 import weakref
 from collections.abc import Callable, Iterable
 
@@ -119,14 +120,24 @@ def info_html(task: OneshotTask) -> str:
     if task.elapsed is not None:
         parts.append(seconds_text(task.elapsed))
     if task.state.is_final:
-        if task.returncode is not None:
-            parts.append(f"exit code {task.returncode}")
-        if task.reason:
+        code = task.returncode
+        if code is not None:
+            parts.append(f"exit code {code}")
+        if code is not None and code < 0 and task.reason == "signal":
+            parts.append(f"killed by {_signal_name(-code)}")
+        elif task.reason and task.reason != "exit":  # "exit" says no more than the code
             parts.append(task.reason)
         if task.error:
             parts.append(task.error)
     text = " · ".join(html.escape(p) for p in parts)
     return f'<span class="oneshot-info" style="color:#555">{text}</span>'
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def title_html(task: OneshotTask) -> str:
@@ -289,7 +300,9 @@ class TaskTable(widgets.VBox, _Live):
     ) -> None:
         self._tasks = tasks
         self.counts = widgets.HTML()
-        self.progress = widgets.IntProgress(min=0, max=1, value=0, bar_style="info")
+        self.progress = widgets.IntProgress(
+            min=0, max=1, value=0, bar_style="info", layout=widgets.Layout(width="180px")
+        )
         self.progress.layout.display = None if progress else "none"
         self.stop_all_button = widgets.Button(
             description="Stop all", icon="stop", button_style="danger", tooltip="Stop all"
@@ -329,8 +342,10 @@ class TaskTable(widgets.VBox, _Live):
         for task in tasks:
             counts[task.state] += 1
             self._rows[task.id].refresh()
-        self.counts.value = " ".join(
-            f'<span class="oneshot-count" data-state="{s.value}">{s.value} {n}</span>'
+        self.counts.value = "".join(
+            f'<span class="oneshot-count" data-state="{s.value}" style="margin-right:10px;'
+            f'white-space:nowrap;color:{STATE_COLOURS[s] if n else "#aaa"};font-weight:600">'
+            f"{s.value} {n}</span>"
             for s, n in counts.items()
         )
         finished = sum(n for s, n in counts.items() if s.is_final)
