@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import sys
 from collections.abc import Callable
+from keyword import iskeyword
 from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
@@ -139,7 +140,9 @@ class OneshotMagics(Magics):
 
     def _at_exit(self) -> None:
         orchestrator = self._orchestrator
-        if orchestrator is not None:
+        # Registered twice (history and orchestrator) and also called by hand: once the
+        # orchestrator is closed its thread is gone, and there is nothing left to do.
+        if orchestrator is not None and not orchestrator.closed:
             if self._thread is not None:
                 self._thread.run(orchestrator.aclose())
                 self._thread.close()
@@ -211,8 +214,14 @@ class OneshotMagics(Magics):
 
     def display_result(self, item: OneshotTask | Batch) -> None:
         """Show a task or batch that is a cell's result, unless its magic just did."""
-        if id(item) not in self._shown:
+        if id(item) in self._shown:
+            return
+        if self.widgets:
             display(self._view(item))
+        else:
+            # No frontend can draw a widget here, and a view made anyway would be
+            # updated on the loop thread at every chunk of output.
+            print(repr(item))
 
     # -- magics -----------------------------------------------------------------------
 
@@ -268,13 +277,15 @@ class OneshotMagics(Magics):
             python train.py --seed 2
         """
         args = parse_argstring(self.oneshot_parallel, line)
-        if args.out is not None and not args.out.isidentifier():
+        if args.out is not None and (not args.out.isidentifier() or iskeyword(args.out)):
             raise UsageError(f"--out takes a variable name, got {args.out!r}")
-        commands = [
-            self.shell.var_expand(text.strip(), depth=1)
-            for text in cell.splitlines()
-            if text.strip() and not text.strip().startswith("#")
-        ]
+        commands = []
+        for text in cell.splitlines():
+            text = text.strip()
+            if text and not text.startswith("#"):
+                # depth=2 reaches the cell's frame (run_cell_magic's caller): a smaller
+                # depth would let this method's locals (line, cell, args) shadow the user's.
+                commands.append(self.shell.var_expand(text, depth=2))
         if not commands:
             raise UsageError("the cell has no commands: write one command per line")
         submit: dict[str, Any] = {"limit": args.limit, "fail_fast": args.fail_fast}

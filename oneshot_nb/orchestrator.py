@@ -308,13 +308,17 @@ class AsyncOrchestrator:
                 task.interrupt("shutdown")
             self._hub.close()
 
-    def shutdown_now(self, reason: str = "shutdown") -> None:
+    def shutdown_now(self, reason: str = "shutdown", max_grace: float = 2.0) -> None:
         """Stop every task without the event loop, blocking; for interpreter exit.
 
         When a kernel shuts down its loop no longer runs, so `aclose` cannot. This sends
-        SIGTERM to every live task's process group, waits up to the longest `grace`
-        for the groups to go, then SIGKILLs what is left. Each task ends INTERRUPTED
-        with `reason`.
+        SIGTERM to every live task's process group, waits up to the longest `grace` but
+        at most `max_grace` for the groups to go, then SIGKILLs what is left. Each task
+        ends INTERRUPTED with `reason`.
+
+        Why the cap: jupyter_client gives a kernel that is shutting down half of its
+        5 s wait before it sends SIGTERM, which would end this wait before its SIGKILL
+        and leave a stubborn process behind.
         """
         self._closed = True
         live = [task for task in self._tasks.values() if not task.done]
@@ -323,7 +327,7 @@ class AsyncOrchestrator:
             with contextlib.suppress(RuntimeError):
                 task.interrupt(reason)
         groups = {task.pid: task.grace for task in live if task.pid is not None}
-        deadline = time.monotonic() + max(groups.values(), default=0.0)
+        deadline = time.monotonic() + min(max(groups.values(), default=0.0), max_grace)
         while any(group_alive(pgid) for pgid in groups) and time.monotonic() < deadline:
             time.sleep(0.05)
         for pgid in groups:

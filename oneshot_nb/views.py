@@ -326,10 +326,11 @@ class TaskTable(widgets.VBox, _Live):
     def on_event(self, event: TaskEvent) -> None:
         if event.kind in ("transition", "submitted"):
             self._throttle.poke()
+            ticker.add(self)  # ticking again if it had stopped with every task ended
 
     def tick(self) -> bool:
         self._throttle.poke()
-        return True
+        return not all(task.state.is_final for task in self._tasks())
 
     def _flush(self) -> None:
         tasks = list(self._tasks())

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import pytest
 
+from oneshot_nb import AsyncOrchestrator
+from oneshot_nb.store import Store
 
 # Every kernel and shell the suite starts (nbval's included) inherits this: tests never
 # write to, or settle tasks in, the user's own history database.
@@ -68,3 +73,36 @@ async def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> N
         while not condition():
             await anyio.sleep(0.005)
 
+
+
+@contextlib.asynccontextmanager
+async def stored_orchestrator(
+    path: str | os.PathLike[str], **options: Any
+) -> AsyncIterator[tuple[AsyncOrchestrator, Store]]:
+    """An orchestrator whose tasks a Store at `path` records. Leaving the block closes
+    the store, so everything recorded is committed."""
+    store = Store(os.fspath(path))
+    try:
+        async with AsyncOrchestrator(**options) as orchestrator:
+            store.attach(orchestrator)
+            yield orchestrator, store
+    finally:
+        store.close()
+
+
+def query(path: str | os.PathLike[str], sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows read through a connection of our own, as another process would see them."""
+    db = sqlite3.connect(os.fspath(path))
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+async def wait_for_line(task: Any, line: str, timeout: float = 10.0) -> None:
+    """Wait until `task` has written the whole `line`, newline included.
+
+    The newline matters: with PYTHONUNBUFFERED, `print` writes the text and the newline
+    separately, and a test that acts on the text alone can race the newline.
+    """
+    await wait_until(lambda: f"{line}\n" in task.output, timeout)

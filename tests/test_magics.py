@@ -1,0 +1,334 @@
+"""The magics in a plain InteractiveShell: parsing, usage errors, and the fallback to a
+loop in a background thread where no event loop runs (terminal IPython, scripts)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import group_gone
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import TraitError
+from traitlets.config import Config
+
+from oneshot_nb import Batch, OneshotTask, TaskState
+from oneshot_nb.magics import OneshotMagics, load
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll `condition` from this thread until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def ip() -> Iterator[InteractiveShell]:
+    shell = InteractiveShell.instance()
+    names = set(shell.user_ns)
+    yield shell
+    for name in set(shell.user_ns) - names:
+        del shell.user_ns[name]
+    # %config merges even a value it refuses into the shell's config, which magics
+    # loaded later would read.
+    shell.config.pop("OneshotMagics", None)
+
+
+@pytest.fixture
+def magics(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> Iterator[OneshotMagics]:
+    monkeypatch.setenv("ONESHOT_NB_DB", ":memory:")  # no history written to the home dir
+    magics = load(ip)
+    magics.grace = 0.5
+    yield magics
+    magics._at_exit()
+    ip.events.unregister("pre_run_cell", magics.new_cell)
+    ip.configurables.remove(magics)
+
+
+def oneshot(ip: InteractiveShell, line: str) -> OneshotTask:
+    task = ip.run_line_magic("oneshot", line)
+    assert isinstance(task, OneshotTask)
+    return task
+
+
+# -- no running loop: a background thread -------------------------------------------------
+
+
+def test_oneshot_without_a_running_loop_runs_on_a_background_thread(ip, magics, capsys):
+    """Outside a kernel %oneshot prints one line, returns the task at once, and the task
+    runs to its end on the magics' own loop thread."""
+    task = oneshot(ip, "echo hi")
+    out = capsys.readouterr().out
+    assert re.fullmatch(rf"started <OneshotTask {task.id} 'echo hi' [A-Z]+>\n", out)
+    assert magics._thread is not None
+    eventually(lambda: task.state is TaskState.COMPLETED)
+    assert task.output == "hi\n"
+    assert task.view is None
+
+
+def test_oneshot_tasks_prints_a_text_table_without_a_kernel(ip, magics, capsys):
+    """Outside a kernel %oneshot_tasks prints one line per task: id, state, name, exit."""
+    done = oneshot(ip, "--quiet --name first true")
+    failed = oneshot(ip, "--quiet sh -c 'exit 3'")
+    eventually(lambda: done.done and failed.done)
+    ip.run_line_magic("oneshot_tasks", "")
+    assert capsys.readouterr().out.splitlines() == [
+        f"{done.id}  COMPLETED   first exit 0",
+        f"{failed.id}  FAILED      sh -c 'exit 3' exit 3",
+    ]
+
+
+def test_a_cell_ending_in_a_magic_shows_the_task_once_as_text(ip, magics, capsys):
+    """Outside a kernel the started line is the only display of a new task, and a later
+    cell showing the task prints its text: no widget is made where none can be drawn."""
+    ip.run_cell("%oneshot --name once true")
+    out = capsys.readouterr().out
+    assert out.count("OneshotTask") == 1
+    assert out.startswith("started <OneshotTask")
+    ip.run_cell("t = _")
+    task = ip.user_ns["t"]
+    eventually(lambda: task.done)
+    ip.run_cell("t")
+    assert f"<OneshotTask {task.id} 'once' COMPLETED>" in capsys.readouterr().out
+    assert task.view is None
+
+
+def test_oneshot_stop_from_the_main_thread_reaches_the_loop(ip, magics):
+    """%oneshot_stop by name, by id and --all stop tasks that run on the loop thread."""
+    by_name = oneshot(ip, "--quiet --name sleeper sleep 30")
+    by_id = oneshot(ip, "--quiet sleep 30")
+    rest = [oneshot(ip, "--quiet sleep 30") for _ in range(2)]
+    eventually(lambda: all(t.state is TaskState.RUNNING for t in [by_name, by_id, *rest]))
+    ip.run_line_magic("oneshot_stop", "sleeper")
+    ip.run_line_magic("oneshot_stop", by_id.id)
+    eventually(lambda: by_name.done and by_id.done)
+    assert [t.state for t in rest] == [TaskState.RUNNING, TaskState.RUNNING]
+    ip.run_line_magic("oneshot_stop", "--all")
+    eventually(lambda: all(t.done for t in rest))
+    for task in [by_name, by_id, *rest]:
+        assert (task.state, task.reason) == (TaskState.INTERRUPTED, "stopped")
+
+
+def test_exit_cleanup_stops_every_task_and_can_run_twice(ip, magics):
+    """At exit every task ends INTERRUPTED with reason "shutdown", its process gone, and
+    the loop thread closes; a second call (atexit after a call by hand) does nothing."""
+    task = oneshot(ip, "--quiet sleep 30")
+    eventually(lambda: task.state is TaskState.RUNNING)
+    magics._at_exit()
+    assert (task.state, task.reason, task.done) == (TaskState.INTERRUPTED, "shutdown", True)
+    assert group_gone(task.pid)
+    assert magics._thread.loop.is_closed()
+    magics._at_exit()
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def test_options_before_the_command_are_the_magics_and_the_rest_is_the_command(ip, magics):
+    """Options are read up to the first word that is not one; the command keeps its own
+    options, even ones named like the magic's."""
+    task = oneshot(
+        ip,
+        "--quiet --name=build --idle 2 --timeout 60 --grace 0 --cwd /tmp --env A=1 "
+        "--env B=x=y echo -n --name other",
+    )
+    assert task.command == "echo -n --name other"
+    assert (task.name, task.idle_after, task.timeout, task.grace) == ("build", 2.0, 60.0, 0.0)
+    assert (task.cwd, task.env) == ("/tmp", {"A": "1", "B": "x=y"})
+    eventually(lambda: task.done)
+    assert task.output == "--name other"
+
+
+def test_the_command_is_taken_verbatim(ip, magics):
+    """Quotes and the command's own -c reach the shell exactly as typed."""
+    ip.run_cell("""t = %oneshot --quiet --timeout 60 sh -c 'echo "a  b"; echo $0'""")
+    task = ip.user_ns["t"]
+    assert task.command == """sh -c 'echo "a  b"; echo $0'"""
+    assert task.timeout == 60
+    eventually(lambda: task.done)
+    assert task.output == "a  b\nsh\n"
+
+
+def test_double_dash_ends_the_options(ip, magics):
+    """After --, even a word that looks like an option is the command."""
+    task = oneshot(ip, "--quiet -- --idle 5")
+    assert task.command == "--idle 5"
+    assert task.idle_after == magics.idle_after
+
+
+def test_names_expand_as_in_bang_commands(ip, magics):
+    """{expr} and $name expand from the user's namespace in %oneshot and in each line of
+    %%oneshot_parallel; the magics' own local names do not shadow the user's."""
+    ip.user_ns.update(word="hello", line="L", cell="C", args="A", self="S", text="T")
+    ip.run_cell("t = %oneshot --quiet echo {word} $word {line} {self}")
+    ip.run_cell(
+        "%%oneshot_parallel --quiet --out jobs\necho {word} $word {line} {cell} {args} {self}"
+        " {text}\n"
+    )
+    task, [line_task] = ip.user_ns["t"], ip.user_ns["jobs"].tasks
+    assert task.command == "echo hello hello L S"
+    assert line_task.command == "echo hello hello L C A S T"
+
+
+def test_parallel_runs_each_line_and_stores_the_batch(ip, magics, capsys):
+    """Each non-blank, non-comment line is one task of a batch with its own limit;
+    --out stores the batch and the cell's value is the same batch."""
+    result = ip.run_cell(
+        "%%oneshot_parallel --limit 2 --out jobs\n# a comment\necho 1\n\n   \necho 2\n"
+        "  # indented comment\necho 3\n"
+    )
+    jobs = ip.user_ns["jobs"]
+    assert isinstance(jobs, Batch)
+    assert result.result is jobs
+    assert [t.command for t in jobs] == ["echo 1", "echo 2", "echo 3"]
+    assert jobs.limit == 2
+    assert capsys.readouterr().out.count("Batch of 3") == 1
+    eventually(lambda: jobs.done)
+    assert [t.output for t in jobs] == ["1\n", "2\n", "3\n"]
+
+
+# -- usage errors ---------------------------------------------------------------------------
+
+ONESHOT_ERRORS = [
+    ("--bogus ls", "unknown option '--bogus'"),
+    ("-x ls", "unknown option '-x'"),
+    ("", "no command given"),
+    ("   ", "no command given"),
+    ("--quiet --name build", "no command given"),
+    ("--name", "--name needs a value"),
+    ("--idle abc ls", "--idle: expected a number of seconds, got 'abc'"),
+    ("--idle -1 ls", "--idle: expected seconds greater than 0, got '-1'"),
+    ("--idle 0 ls", "--idle: expected seconds greater than 0, got '0'"),
+    ("--timeout=-5 ls", "--timeout: expected seconds greater than 0, got '-5'"),
+    ("--timeout nan ls", "--timeout: expected seconds greater than 0, got 'nan'"),
+    ("--grace -1 ls", "--grace: expected seconds greater than 0, got '-1'"),
+    ("--cwd /nonexistent/dir ls", "--cwd: no such directory: /nonexistent/dir"),
+    ("--env X ls", "--env takes KEY=VALUE with a variable name as KEY, got 'X'"),
+    ("--env =v ls", "--env takes KEY=VALUE with a variable name as KEY, got '=v'"),
+    ("--env 1A=v ls", "--env takes KEY=VALUE with a variable name as KEY, got '1A=v'"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), ONESHOT_ERRORS)
+def test_a_bad_oneshot_line_is_one_clear_line_and_starts_nothing(ip, magics, line, message):
+    """Each mistake raises UsageError with one line naming it, and no task is submitted."""
+    orchestrator = magics.orchestrator
+    before = len(orchestrator.tasks)
+    with pytest.raises(UsageError) as error:
+        ip.run_line_magic("oneshot", line)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert len(orchestrator.tasks) == before
+
+
+PARALLEL_ERRORS = [
+    ("", "", "the cell body is empty"),
+    ("", "\n   \n# only a comment\n\t\n", "the cell has no commands"),
+    ("--limit 0", "echo a", "--limit: expected a whole number of 1 or more, got '0'"),
+    ("--limit -1", "echo a", "--limit: expected a whole number of 1 or more, got '-1'"),
+    ("--limit two", "echo a", "--limit: expected a whole number, got 'two'"),
+    ("--limit 2.5", "echo a", "--limit: expected a whole number, got '2.5'"),
+    ("--idle -1", "echo a", "--idle: expected seconds greater than 0, got '-1'"),
+    ("--timeout soon", "echo a", "--timeout: expected a number of seconds, got 'soon'"),
+    ("--out 1x", "echo a", "--out takes a variable name, got '1x'"),
+    ("--out a-b", "echo a", "--out takes a variable name, got 'a-b'"),
+    ("--out class", "echo a", "--out takes a variable name, got 'class'"),
+    ("--bogus", "echo a", "unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize(("line", "cell", "message"), PARALLEL_ERRORS)
+def test_a_bad_parallel_cell_is_one_clear_line_and_starts_nothing(
+    ip, magics, line, cell, message
+):
+    """Each mistake raises UsageError with one line naming it, and no task is submitted."""
+    orchestrator = magics.orchestrator
+    with pytest.raises(UsageError) as error:
+        ip.run_cell_magic("oneshot_parallel", line, cell)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert orchestrator.tasks == []
+
+
+@pytest.mark.parametrize(
+    ("magic", "line", "message"),
+    [
+        ("oneshot_stop", "nosuch", "no task with id or name 'nosuch'"),
+        ("oneshot_stop", "", "give a task id or name, or --all"),
+        ("oneshot_stop", "--all sleeper", "give a task id or name, or --all"),
+        ("oneshot_tasks", "everything", "%oneshot_tasks takes no arguments"),
+    ],
+)
+def test_bad_stop_and_tasks_lines_are_usage_errors(ip, magics, magic, line, message):
+    """A task that does not exist, or a stray argument, is a UsageError that stops
+    nothing."""
+    task = oneshot(ip, "--quiet --name sleeper sleep 30")
+    with pytest.raises(UsageError, match=re.escape(message)):
+        ip.run_line_magic(magic, line)
+    assert not task.state.is_final
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+def test_config_limit_changes_the_running_orchestrator(ip, magics):
+    """%config OneshotMagics.limit applies at once to the orchestrator in use."""
+    orchestrator = magics.orchestrator
+    ip.run_line_magic("config", "OneshotMagics.limit = 4")
+    assert orchestrator.limit == 4 == magics.limit
+
+
+def test_config_idle_after_is_the_default_for_new_tasks(ip, magics):
+    """%config OneshotMagics.idle_after sets the default of tasks submitted after it."""
+    default = magics.idle_after
+    before = oneshot(ip, "--quiet true")
+    ip.run_line_magic("config", "OneshotMagics.idle_after = 2")
+    after = oneshot(ip, "--quiet true")
+    assert default != 2.0
+    assert (before.idle_after, after.idle_after) == (default, 2.0)
+
+
+@pytest.mark.parametrize(("name", "value"), [("limit", 0), ("grace", -1.0), ("timeout", 0.0)])
+def test_invalid_config_raises_and_changes_nothing(ip, magics, caplog, name, value):
+    """An out-of-range setting raises TraitError (which %config reports) and neither the
+    setting nor the orchestrator changes."""
+    orchestrator = magics.orchestrator
+    settings = (magics.limit, magics.grace, magics.timeout)
+    defaults = dict(orchestrator.defaults)
+    with pytest.raises(TraitError, match=name):
+        setattr(magics, name, value)
+    ip.run_line_magic("config", f"OneshotMagics.{name} = {value}")
+    assert name in caplog.text
+    assert (magics.limit, magics.grace, magics.timeout) == settings
+    assert (orchestrator.limit, orchestrator.defaults) == (settings[0], defaults)
+
+
+def test_settings_from_a_config_file_are_honoured(ip):
+    """c.OneshotMagics.* in an ipython_config file set the magics' defaults."""
+    config = Config()
+    config.OneshotMagics.limit = 3
+    config.OneshotMagics.idle_after = 2.5
+    config.OneshotMagics.grace = 0.5
+    magics = OneshotMagics(shell=ip, config=config)
+    try:
+        assert magics.orchestrator.limit == 3
+        task = magics._call(magics.orchestrator.submit, "true")
+        assert (task.idle_after, task.grace) == (2.5, 0.5)
+    finally:
+        magics._at_exit()
+        ip.configurables.remove(magics)
+
+
+def test_an_invalid_config_file_setting_is_refused():
+    """An out-of-range setting in a config file raises TraitError when the magics load."""
+    config = Config()
+    config.OneshotMagics.limit = 0
+    with pytest.raises(TraitError, match="limit"):
+        OneshotMagics(config=config)

@@ -1,0 +1,293 @@
+"""The widgets: rendering only, driven by task events.
+
+No kernel is needed (ipywidgets 8 falls back to a dummy comm); the tests run on a loop
+so that the update throttle and the ticker work as in a kernel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections.abc import Iterator
+
+import ipywidgets as widgets
+import pytest
+from conftest import group_gone, py, wait_until
+
+from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
+from oneshot_nb.events import notify
+from oneshot_nb.tail import MAX_CHARS, MAX_LINES
+from oneshot_nb.views import (
+    STATE_COLOURS,
+    UPDATE_INTERVAL,
+    LogView,
+    TaskRow,
+    TaskTable,
+    TaskView,
+    batch_view,
+    task_view,
+    tasks_table,
+)
+
+pytestmark = pytest.mark.anyio
+
+PAYLOAD = "<img src=x onerror=alert(1)>"
+
+
+def feed(task: OneshotTask, text: str, stream: str = "stdout") -> None:
+    """Hand an output event to the task's listeners, as its pump would."""
+    event = TaskEvent(task.id, "output", time.time(), stream=stream, data=text.encode(), text=text)
+    notify(task.listeners, event)
+
+
+def move_to(task: OneshotTask, state: TaskState) -> None:
+    """Drive a task that runs no process through its machine to `state`."""
+    if state is TaskState.CREATED:
+        return
+    task.machine.start()
+    if state is TaskState.IDLE:
+        task.machine.detect_silence()
+    elif state is TaskState.COMPLETED:
+        task.returncode = 0
+        task.machine.finish()
+    elif state is TaskState.FAILED:
+        task.returncode = 2
+        task.machine.fail()
+    elif state is TaskState.INTERRUPTED:
+        task.interrupt("stopped")
+
+
+def shown_lines(view: LogView) -> list[str]:
+    return [line for o in view.output.outputs for line in o["text"].splitlines()]
+
+
+def html_values(widget: widgets.Widget) -> Iterator[str]:
+    """The value of every HTML widget in a widget tree."""
+    if isinstance(widget, widgets.HTML):
+        yield widget.value
+    for child in getattr(widget, "children", ()):
+        yield from html_values(child)
+
+
+def counts(table: TaskTable) -> dict[str, int]:
+    found = re.findall(r'data-state="(\w+)"[^>]*>\w+ (\d+)<', table.counts.value)
+    return {state: int(n) for state, n in found}
+
+
+@pytest.mark.parametrize("state", list(TaskState))
+async def test_badge_shows_each_state_in_its_own_colour(state: TaskState):
+    """The badge names the state and is drawn in that state's colour; Stop is disabled
+    exactly when the state is final."""
+    task = OneshotTask("true", idle_after=None)
+    view = TaskView(task)
+    move_to(task, state)
+    await wait_until(lambda: f'data-state="{state.value}"' in view.badge.value)
+    assert f">{state.value}" in view.badge.value
+    assert f"background:{STATE_COLOURS[state]}" in view.badge.value
+    assert view.stop_button.disabled is state.is_final
+
+
+def test_every_state_has_a_colour_of_its_own():
+    """Six states, six different colours."""
+    assert set(STATE_COLOURS) == set(TaskState)
+    assert len(set(STATE_COLOURS.values())) == len(TaskState)
+
+
+async def test_idle_badge_says_how_long_the_task_has_been_silent():
+    """An IDLE badge gives the time since the last output."""
+    task = OneshotTask("true")
+    move_to(task, TaskState.IDLE)
+    task.last_activity = time.monotonic() - 75
+    view = TaskView(task)
+    assert "IDLE · silent 1m15s" in view.badge.value
+
+
+@pytest.mark.timeout(10)
+async def test_idle_silence_moves_on_without_events():
+    """The silent time of an IDLE task grows on its own, with no event to trigger it."""
+    task = OneshotTask("true")
+    move_to(task, TaskState.IDLE)
+    task.last_activity = time.monotonic() - 3
+    view = TaskView(task)
+    assert "silent 3." in view.badge.value
+    await wait_until(lambda: "silent 4." in view.badge.value, timeout=3)
+
+
+async def test_text_from_the_task_is_escaped_in_every_html_widget():
+    """A name, command, output, reason or error with markup shows as text, never as HTML;
+    the log is only ever stream outputs."""
+    escaped = "&lt;img src=x onerror=alert(1)&gt;"
+    code = f"import sys; print({PAYLOAD!r}); print({PAYLOAD!r}, file=sys.stderr); sys.exit(3)"
+    async with AsyncOrchestrator(idle_after=None) as orch:
+        task = orch.submit(py(code), name=PAYLOAD)
+        stopped = orch.submit(f"echo '{PAYLOAD}'", name=PAYLOAD)
+        unborn = orch.submit("true", cwd=f"/nonexistent/{PAYLOAD}")
+        table = tasks_table(orch)
+        views = [task_view(task), task_view(stopped), task_view(unborn)]
+        stopped.interrupt(PAYLOAD)
+        await orch.wait_all()
+        table.rows_box.children[0].log_button.value = True
+        view = views[0]
+        await wait_until(lambda: len(view.log_view.output.outputs) == 2)
+        await wait_until(lambda: "exit code 3" in view.info.value)
+        await wait_until(lambda: escaped in views[1].info.value)
+        await wait_until(lambda: escaped in views[2].info.value)
+    for widget in [*views, table]:
+        for value in html_values(widget):
+            assert "<img" not in value
+    assert escaped in view.title.value
+    assert f"<code style=\"color:#555\">echo &#x27;{escaped}&#x27;</code>" in views[1].title.value
+    for log in (view.log_view, table.rows_box.children[0].log_view):
+        assert [o["output_type"] for o in log.output.outputs] == ["stream", "stream"]
+        assert {o["text"] for o in log.output.outputs} == {PAYLOAD + "\n"}
+
+
+async def test_stderr_is_set_apart():
+    """stderr lines are outputs of their own with name "stderr", in arrival order."""
+    task = OneshotTask("true")
+    view = LogView(task)
+    feed(task, "out 1\n")
+    feed(task, "err 1\nerr 2\n", "stderr")
+    feed(task, "out 2\n")
+    await wait_until(lambda: len(view.output.outputs) == 3)
+    assert [(o["name"], o["text"]) for o in view.output.outputs] == [
+        ("stdout", "out 1\n"),
+        ("stderr", "err 1\nerr 2\n"),
+        ("stdout", "out 2\n"),
+    ]
+
+
+async def test_a_progress_bar_shows_one_line_with_its_latest_state():
+    """tqdm-style "\\r" updates collapse to one line; "\\r\\n" split across chunks is a
+    newline; a long line is capped."""
+    task = OneshotTask("true")
+    view = TaskView(task).log_view
+    for percent in range(10, 101, 10):
+        feed(task, f"\r{percent:3d}%", "stderr")
+    await wait_until(lambda: shown_lines(view) == ["100%"])
+    feed(task, "\r", "stderr")
+    feed(task, "\nnext\r", "stderr")
+    feed(task, "\n" + "x" * 100_000 + "\n", "stderr")
+    await wait_until(lambda: len(shown_lines(view)) == 3)
+    lines = shown_lines(view)
+    assert lines[:2] == ["100%", "next"]
+    assert len(lines[2]) == view.tail.max_line_chars
+
+
+@pytest.mark.parametrize("width", [6, 300])
+async def test_the_log_payload_stays_bounded_after_100000_lines(width: int):
+    """After 100,000 lines the widget holds at most MAX_LINES lines and MAX_CHARS
+    characters, and says how many earlier lines it does not show."""
+    task = OneshotTask("true")
+    view = TaskView(task).log_view
+    for start in range(0, 100_000, 1000):
+        feed(task, "".join(f"{i:0{width}d}\n" for i in range(start, start + 1000)))
+    await wait_until(lambda: shown_lines(view) and int(shown_lines(view)[-1]) == 99_999)
+    lines = shown_lines(view)
+    assert len(lines) <= MAX_LINES
+    assert sum(len(o["text"]) for o in view.output.outputs) <= MAX_CHARS
+    assert f"{100_000 - len(lines)} earlier lines not shown" in view.note.value
+
+
+@pytest.mark.timeout(20)
+async def test_log_updates_are_throttled_to_about_ten_a_second():
+    """2,000 output events in about a second reach the widget as at most ~10 updates a
+    second, and the last event is still shown."""
+    task = OneshotTask("true")
+    view = TaskView(task).log_view
+    changes = []
+    view.output.observe(lambda change: changes.append(time.monotonic()), "outputs")
+    begin = time.monotonic()
+    for batch in range(20):
+        for i in range(100):
+            feed(task, f"line {batch * 100 + i}\n")
+        await wait_until(lambda b=batch: time.monotonic() >= begin + 0.05 * (b + 1))
+    await wait_until(lambda: shown_lines(view)[-1:] == ["line 1999"])
+    elapsed = time.monotonic() - begin
+    assert 3 <= len(changes) <= elapsed / UPDATE_INTERVAL + 2
+    gaps = [b - a for a, b in itertools.pairwise(changes)]
+    assert min(gaps) >= UPDATE_INTERVAL * 0.9
+
+
+async def test_a_view_made_late_starts_from_the_output_kept_so_far():
+    """A log opened after the task wrote output shows that output, then what follows."""
+    async with AsyncOrchestrator(idle_after=None) as orch:
+        task = orch.submit(py("print('early')"))
+        await task.wait()
+        row = TaskRow(task)
+        assert row.log_view is None
+        row.log_button.value = True
+        assert row.log_view is not None and row.children[-1] is row.log_view
+        assert shown_lines(row.log_view) == ["early"]
+        row.log_button.value = False
+        assert row.children == (row.children[0],)
+
+
+@pytest.mark.timeout(20)
+async def test_stop_button_stops_the_task_and_is_then_disabled():
+    """Clicking Stop interrupts the task (reason "stopped"), its whole process group
+    goes, and the button is disabled once the task has ended."""
+    async with AsyncOrchestrator(grace=0.5) as orch:
+        task = orch.submit("sleep 60 & sleep 60; wait")
+        view = task_view(task)
+        await wait_until(lambda: task.state is TaskState.RUNNING)
+        assert not view.stop_button.disabled
+        view.stop_button.click()
+        assert await task.wait() is TaskState.INTERRUPTED
+        assert task.reason == "stopped"
+        await wait_until(lambda: view.stop_button.disabled)
+        assert 'data-state="INTERRUPTED"' in view.badge.value
+        assert "stopped" in view.info.value
+    assert task.pid is not None
+    await wait_until(lambda: group_gone(task.pid))
+
+
+@pytest.mark.timeout(20)
+async def test_batch_view_counts_and_progress_follow_the_tasks():
+    """A batch's table counts tasks per state, fills its progress bar as they end, turns
+    it red on a failure, and disables Stop all once every task has ended."""
+    async with AsyncOrchestrator(idle_after=None, grace=0.5) as orch:
+        batch = orch.submit_batch(
+            [py("pass"), py("import sys; sys.exit(1)"), py("import time; time.sleep(60)")],
+            limit=1,
+        )
+        table = batch_view(batch)
+        assert batch_view(batch) is table
+        assert counts(table)["CREATED"] == 3
+        assert (table.progress.value, table.progress.max) == (0, 3)
+        assert len(table.rows_box.children) == 3
+        running = batch.tasks[2]
+        await wait_until(lambda: running.state is TaskState.RUNNING)
+        ended = {"CREATED": 0, "IDLE": 0, "COMPLETED": 1, "FAILED": 1}
+        await wait_until(lambda: counts(table) == ended | {"RUNNING": 1, "INTERRUPTED": 0})
+        assert table.progress.value == 2
+        assert table.progress.bar_style == "danger"
+        assert not table.stop_all_button.disabled
+        table.stop_all_button.click()
+        await batch.wait()
+        await wait_until(lambda: counts(table) == ended | {"RUNNING": 0, "INTERRUPTED": 1})
+        assert table.progress.value == 3
+        assert table.stop_all_button.disabled
+
+
+async def test_tasks_table_grows_as_tasks_are_submitted():
+    """The table of every task gains a row for each task submitted after it was made."""
+    async with AsyncOrchestrator(idle_after=None) as orch:
+        table = tasks_table(orch)
+        assert table.rows_box.children == ()
+        first = orch.submit(py("pass"))
+        second = orch.submit(py("pass"))
+        await wait_until(lambda: len(table.rows_box.children) == 2)
+        assert [row.task for row in table.rows_box.children] == [first, second]
+        await orch.wait_all()
+        await wait_until(lambda: counts(table)["COMPLETED"] == 2)
+        assert table.stop_all_button.disabled
+
+
+def test_a_task_has_one_view():
+    """task_view makes the view on first use and returns the same one after."""
+    task = OneshotTask("true", name="build")
+    view = task_view(task)
+    assert task_view(task) is view is task.view
+    assert repr(view) == "TaskView('build')"
