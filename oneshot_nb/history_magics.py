@@ -38,9 +38,7 @@ class HistoryMagics(Magics):
         """
         args = parse_argstring(self.oneshot_history, line)
         self.main._warn_store()
-        path = self.main._path()
-        if path is None:
-            raise UsageError("task history is off (OneshotMagics.db or ONESHOT_NB_DB)")
+        path = self._history_path()
         if args.prune is not None:
             try:
                 count = records.prune(args.prune, path=path)
@@ -56,7 +54,9 @@ class HistoryMagics(Magics):
             return
         for record in found:
             code = "" if record.returncode is None else f" exit {record.returncode}"
-            print(f"{record.id}  {record.state.value:<11} {record.name}{code} {record.reason}")
+            # A task that has not ended has no reason yet: print nothing, not "None".
+            reason = f" {record.reason}" if record.reason else ""
+            print(f"{record.id}  {record.state.value:<11} {record.name}{code}{reason}")
 
     @magic_arguments()
     @argument("--stream", choices=("stdout", "stderr"), help="Only this stream.")
@@ -89,10 +89,15 @@ class HistoryMagics(Magics):
         self.main._show(task, args.quiet)
         return task
 
-    def _record(self, task_id: str) -> records.TaskRecord:
-        path = self.main._path()
-        if path is None:
+    def _history_path(self) -> str:
+        # The open store, not the db setting: with db = ":memory:", or a file that could
+        # not be opened, the setting still names a path, but history is off.
+        if self.main.store is None:
             raise UsageError("task history is off (OneshotMagics.db or ONESHOT_NB_DB)")
+        return self.main.store.path
+
+    def _record(self, task_id: str) -> records.TaskRecord:
+        path = self._history_path()
         try:
             return records.get_record(task_id, path=path)
         except KeyError as exc:

@@ -188,8 +188,6 @@ class OneshotMagics(Magics):
             print(self._store_warning, file=sys.stderr)
             self._store_warning = ""
 
-    def _path(self) -> str | None:
-        return self.store.path if self.store is not None else (self.db or None)
 
     # -- showing ----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from .machine import TaskState
 from .process import group_alive, process_start_time, signal_group
@@ -191,11 +192,13 @@ def recover(store: Store) -> list[str]:
         now = time.time()
         db.execute("BEGIN IMMEDIATE")
         for task_id, state, *_ in orphans:
-            db.execute(
+            settled = db.execute(
                 "UPDATE tasks SET state = 'INTERRUPTED', reason = 'kernel died',"
                 " ended_at = ? WHERE id = ? AND state = ?",
                 (now, task_id, state),
             )
+            if settled.rowcount == 0:
+                continue  # another kernel loading at the same moment settled it first
             db.execute(
                 "INSERT INTO transitions"
                 " VALUES (?, 'interrupt', ?, 'INTERRUPTED', ?, 'kernel died')",
@@ -238,7 +241,8 @@ def _record(row: Any, path: str) -> TaskRecord:
 
 def _open(path: str) -> sqlite3.Connection:
     """A connection for reading and small edits: no creating, no migrating."""
-    db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+    # Quoted: in a URI, "#", "?" and "%" in the path would otherwise name another file.
+    db = sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, isolation_level=None)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return db
 

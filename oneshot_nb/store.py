@@ -215,6 +215,7 @@ class Store:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until everything recorded so far is committed (or the store failed)."""
+        self._enqueue(("flush",))  # ends the writer's wait for more: commit now
         target = self._put
         with self._flushed:
             return self._flushed.wait_for(
@@ -265,7 +266,7 @@ class Store:
             if item[0] == "chunk":
                 size += len(item[5])
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or size >= BATCH_BYTES:
+            if remaining <= 0 or size >= BATCH_BYTES or item[0] == "flush":
                 return items, size, False
             try:
                 item = self._queue.get(timeout=remaining)
@@ -300,6 +301,9 @@ class Store:
                 logger.exception("oneshot_nb store error callback failed")
 
 
+# Only the row of the start transition carries pid_start (see `record`): later rows must
+# not overwrite it with NULL, or recovery would take an idle task's own process for a
+# stranger that reused the pid, and leave it running.
 _UPSERT_TASK = """
 INSERT INTO tasks VALUES (
     :id, :session, :name, :command, :argv, :cwd, :env, :created_at, :started_at, :ended_at,
@@ -307,7 +311,7 @@ INSERT INTO tasks VALUES (
 ON CONFLICT (id) DO UPDATE SET
     started_at = excluded.started_at, ended_at = excluded.ended_at, state = excluded.state,
     returncode = excluded.returncode, reason = excluded.reason, error = excluded.error,
-    pid = excluded.pid, pid_start = excluded.pid_start
+    pid = excluded.pid, pid_start = coalesce(excluded.pid_start, tasks.pid_start)
 """
 
 
@@ -361,7 +365,7 @@ def _merge(items: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
             add("chunk", run)
         elif item[0] == "task":
             add("task", item[1])
-        else:
+        elif item[0] == "transition":
             _, task_id, event, row = item
             add("task", row)
             add(

@@ -253,7 +253,7 @@ class OneshotTask:
             env["ONESHOT_SLOT"] = str(self.slot)
         try:
             process = await spawn(self.command, self.cwd, env)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: e.g. a cwd with a NUL byte
             self.error = f"{type(exc).__name__}: {exc}"
             self._next_reason = "spawn error"
             if self.machine.CREATED.is_active:
@@ -408,7 +408,7 @@ class OneshotTask:
 
 
 class _TaskListener:
-    """Bridges the machine's callbacks to its task without a reference cycle in user code."""
+    """Hands the machine's after_transition callbacks to its task."""
 
     def __init__(self, task: OneshotTask) -> None:
         self._task = task
@@ -427,6 +427,8 @@ def check_command(command: Command) -> Command:
     if isinstance(command, str):
         if not command.strip():
             raise ValueError("command must not be empty")
+        if "\0" in command:
+            raise ValueError("command must not contain a NUL character")
         return command
     if isinstance(command, (bytes, bytearray)):
         raise ValueError("command must be a str or a sequence of str, not bytes")
@@ -436,6 +438,8 @@ def check_command(command: Command) -> Command:
     for arg in argv:
         if not isinstance(arg, str):
             raise ValueError(f"command arguments must be str, got {arg!r}")
+        if "\0" in arg:
+            raise ValueError(f"command arguments must not contain a NUL character: {arg!r}")
     return argv
 
 

@@ -1,0 +1,447 @@
+"""Reading the history back (history, get_record, prune) and the history magics in a plain
+InteractiveShell, including a history that is off or whose database fails."""
+
+from __future__ import annotations
+
+import shlex
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+
+import anyio
+import pytest
+from conftest import py, query, stored_orchestrator, wait_until
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from oneshot_nb import OneshotTask, TaskRecord, TaskState, history, records
+from oneshot_nb import store as store_module
+from oneshot_nb.magics import OneshotMagics, load
+from oneshot_nb.records import get_record, prune
+from oneshot_nb.store import REDACTED
+
+pytestmark = pytest.mark.timeout(30)
+
+DAY = 86400.0
+
+
+def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll `condition` from this thread until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.01)
+
+
+async def run_in_turn(path: str, *submits: tuple[object, dict]) -> list[OneshotTask]:
+    """Run each (command, options) to its end, one after the other, with a store."""
+    done = []
+    async with stored_orchestrator(path) as (orch, _):
+        for command, options in submits:
+            task = orch.submit(command, **options)
+            await task.wait()
+            done.append(task)
+    return done
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch) -> str:
+    """A history database of this test's own, which ONESHOT_NB_DB names."""
+    path = str(tmp_path / "history.sqlite3")
+    monkeypatch.setenv("ONESHOT_NB_DB", path)
+    monkeypatch.setattr(records, "active_store", None)
+    return path
+
+
+# -- history() ------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_history_lists_every_task_newest_first_with_its_fields(db, tmp_path):
+    """history() returns one TaskRecord per task, newest first, holding what the task
+    held when it ended (secret env values redacted); ONESHOT_NB_DB is the default."""
+    tasks = await run_in_turn(
+        db,
+        ("echo one", {"name": "one"}),
+        ("exit 4", {"name": "bad", "env": {"API_TOKEN": "abc", "MODE": "fast"}}),
+        (["echo", "a b"], {"cwd": tmp_path}),
+    )
+    found = history(path=db)
+    assert [r.id for r in found] == [t.id for t in reversed(tasks)]
+    assert [r.id for r in history()] == [r.id for r in found]
+    for record, task in zip(found, reversed(tasks), strict=True):
+        assert isinstance(record, TaskRecord)
+        assert (record.name, record.command, record.cwd) == (task.name, task.command, task.cwd)
+        assert (record.state, record.returncode, record.reason, record.error) == (
+            task.state, task.returncode, task.reason, task.error
+        )
+        assert (record.created_at, record.started_at, record.ended_at) == (
+            task.created_at, task.started_at, task.ended_at
+        )
+        assert record.path == db
+    bad = found[1]
+    assert (bad.state, bad.returncode, bad.env) == (
+        TaskState.FAILED, 4, {"API_TOKEN": REDACTED, "MODE": "fast"}
+    )
+    assert found[0].command == ["echo", "a b"]
+    assert found[0].read_log() == b"a b\n"
+    assert len({r.session for r in found}) == 1
+
+
+@pytest.mark.anyio
+async def test_history_limit_failed_and_grep_select_tasks(db):
+    """limit keeps the newest N; failed keeps FAILED tasks only (a failed spawn too, not
+    an interrupted one); grep keeps tasks whose name or command holds the text."""
+    tasks = await run_in_turn(
+        db,
+        ("echo needle", {"name": "by command"}),
+        ("exit 1", {"name": "needle in the name"}),
+        (["/nonexistent/program"], {}),
+        ("sleep 30", {"timeout": 0.1, "grace": 0.5}),
+        ("true", {}),
+    )
+    by_command, by_name, no_spawn, timed_out, last = tasks
+    assert (no_spawn.state, timed_out.state) == (TaskState.FAILED, TaskState.INTERRUPTED)
+    ids = lambda found: [r.id for r in found]  # noqa: E731
+    assert ids(history(2, path=db)) == [last.id, timed_out.id]
+    assert ids(history(100, path=db)) == [t.id for t in reversed(tasks)]
+    assert ids(history(failed=True, path=db)) == [no_spawn.id, by_name.id]
+    assert ids(history(grep="needle", path=db)) == [by_name.id, by_command.id]
+    assert ids(history(1, failed=True, grep="needle", path=db)) == [by_name.id]
+    assert history(grep="no such text", path=db) == []
+
+
+def test_history_of_a_missing_file_or_of_memory_is_empty_and_creates_nothing(tmp_path):
+    """Reading never creates a database: no file, no history."""
+    missing = tmp_path / "missing.sqlite3"
+    assert history(path=str(missing)) == []
+    assert history(path=":memory:") == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_history_reads_a_database_whose_path_looks_like_a_uri(tmp_path):
+    """A path with characters that mean something in a URI (#, ?, %) is read from the
+    file it names, as the store wrote it."""
+    path = str(tmp_path / "run #1 ?mode=ro %41" / "history.sqlite3")
+    [task] = await run_in_turn(path, (["echo", "found"], {}))
+    [record] = history(path=path)
+    assert record.id == task.id
+    assert record.read_log() == b"found\n"
+    assert prune(0, path=path) == 1
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.5, True, "3"])
+def test_history_refuses_a_limit_that_is_not_a_whole_number_from_1(db, limit):
+    """A bad limit raises ValueError naming it instead of returning something else."""
+    with pytest.raises(ValueError, match="limit must be a whole number >= 1"):
+        history(limit, path=db)
+
+
+@pytest.mark.anyio
+async def test_get_record_finds_a_task_by_id_and_raises_key_error_for_others(db, tmp_path):
+    """get_record returns the task with that id; an unknown id, or no database at all,
+    raises KeyError naming the id."""
+    [task] = await run_in_turn(db, ("echo hi", {}))
+    assert get_record(task.id, path=db).read_log() == b"hi\n"
+    with pytest.raises(KeyError, match="no task 'nope' in the history"):
+        get_record("nope", path=db)
+    with pytest.raises(KeyError, match="no task 'nope' in the history"):
+        get_record("nope", path=str(tmp_path / "missing.sqlite3"))
+
+
+@pytest.mark.anyio
+async def test_reads_include_what_the_active_store_has_not_committed_yet(db):
+    """With the kernel's store active, a read right after a task ends sees its final
+    state and whole log: the store is flushed first."""
+    async with stored_orchestrator(db) as (orch, store):
+        records.active_store = store
+        task = orch.submit(["echo", "fresh"])
+        await task.wait()
+        [record] = history(path=db)
+        assert (record.state, record.read_log()) == (TaskState.COMPLETED, b"fresh\n")
+
+
+# -- prune() --------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_prune_deletes_tasks_that_ended_before_the_cutoff_with_their_logs(db):
+    """prune(days) deletes the tasks that ended more than `days` ago, their chunks and
+    their transitions, and keeps newer and still running tasks."""
+    async with stored_orchestrator(db, grace=0.5) as (orch, store):
+        old = orch.submit(["echo", "old"])
+        new = orch.submit(["echo", "new"])
+        running = orch.submit(py("import time; print('up', flush=True); time.sleep(60)"))
+        await old.wait()
+        await new.wait()
+        await wait_until(lambda: running.bytes_written["stdout"] > 0)
+        assert await anyio.to_thread.run_sync(store.flush)
+        tables = {"tasks": "id", "chunks": "task", "transitions": "task"}
+
+        def rows(task: OneshotTask) -> dict[str, int]:
+            return {
+                table: query(db, f"SELECT count(*) FROM {table} WHERE {column} = ?", task.id)[0][0]
+                for table, column in tables.items()
+            }
+
+        assert all(all(rows(t).values()) for t in (old, new, running))
+        edit = sqlite3.connect(db, isolation_level=None)
+        edit.execute("UPDATE tasks SET ended_at = ? WHERE id = ?", (time.time() - 10 * DAY, old.id))
+        edit.close()
+        assert prune(7, path=db) == 1
+        assert rows(old) == dict.fromkeys(tables, 0)
+        assert all(all(rows(t).values()) for t in (new, running))
+        assert prune(0, path=db) == 1
+        assert [r.id for r in history(path=db)] == [running.id]
+        running.stop()
+        await running.wait()
+
+
+@pytest.mark.parametrize("days", [-1, float("nan"), True, "7"])
+def test_prune_refuses_days_that_are_not_a_number_from_0(db, days):
+    """A bad number of days raises ValueError and deletes nothing."""
+    with pytest.raises(ValueError, match="days must be a number >= 0"):
+        prune(days, path=db)
+
+
+# -- the magics in a plain shell ------------------------------------------------------------
+
+
+@pytest.fixture
+def ip() -> Iterator[InteractiveShell]:
+    shell = InteractiveShell.instance()
+    before = list(shell.configurables)
+    yield shell
+    shell.configurables[:] = before
+    shell.reset()
+
+
+@pytest.fixture
+def load_magics(ip) -> Iterator[Callable[[], OneshotMagics]]:
+    """Loads the extension's magics (as %load_ext does) when called; unloads them after."""
+    loaded: list[OneshotMagics] = []
+
+    def load_them() -> OneshotMagics:
+        magics = load(ip)
+        magics.grace = 0.5
+        loaded.append(magics)
+        return magics
+
+    yield load_them
+    for magics in loaded:
+        magics._at_exit()
+
+
+@pytest.fixture
+def magics(db, load_magics) -> OneshotMagics:
+    return load_magics()
+
+
+def oneshot(ip: InteractiveShell, line: str) -> OneshotTask:
+    task = ip.run_line_magic("oneshot", "--quiet " + line)
+    eventually(lambda: task.done)
+    return task
+
+
+def test_oneshot_history_prints_a_text_table_newest_first(ip, magics, capsys):
+    """Outside a kernel %oneshot_history prints one line per task, newest first: id,
+    state, name, exit code and reason (none while it runs)."""
+    first = oneshot(ip, "--name first true")
+    second = oneshot(ip, "--name second exit 3")
+    running = ip.run_line_magic("oneshot", "--quiet --name third sleep 30")
+    eventually(lambda: running.state is TaskState.RUNNING)
+    capsys.readouterr()
+    ip.run_line_magic("oneshot_history", "")
+    assert capsys.readouterr().out.splitlines() == [
+        f"{running.id}  RUNNING     third",
+        f"{second.id}  FAILED      second exit 3 exit",
+        f"{first.id}  COMPLETED   first exit 0 exit",
+    ]
+    running.stop()
+
+
+def test_oneshot_history_filters_by_failed_grep_and_limit(ip, magics, capsys):
+    """--failed, --grep and --limit select as history() does, alone and together."""
+    first = oneshot(ip, "--name needle-ok true")
+    second = oneshot(ip, "--name plain exit 2")
+    third = oneshot(ip, "--name needle-bad exit 5")
+
+    def shown(line: str) -> list[str]:
+        capsys.readouterr()
+        ip.run_line_magic("oneshot_history", line)
+        return [row.split()[0] for row in capsys.readouterr().out.splitlines()]
+
+    assert shown("--failed") == [third.id, second.id]
+    assert shown("--grep needle") == [third.id, first.id]
+    assert shown("--limit 2") == [third.id, second.id]
+    assert shown("--failed --grep plain --limit 1") == [second.id]
+    with pytest.raises(UsageError):
+        ip.run_line_magic("oneshot_history", "--limit 0")
+
+
+def test_oneshot_history_prune_prints_how_many_were_deleted(ip, magics, db, capsys):
+    """--prune DAYS deletes the tasks that ended more than DAYS ago and says how many;
+    a negative DAYS is a UsageError."""
+    old = oneshot(ip, "echo old")
+    new = oneshot(ip, "echo new")
+    assert magics.store.flush()
+    edit = sqlite3.connect(db, isolation_level=None)
+    edit.execute("UPDATE tasks SET ended_at = ? WHERE id = ?", (time.time() - 3 * DAY, old.id))
+    edit.close()
+    capsys.readouterr()
+    ip.run_line_magic("oneshot_history", "--prune 2")
+    assert capsys.readouterr().out == "deleted 1 task(s) that ended more than 2 days ago\n"
+    assert [r.id for r in history(path=db)] == [new.id]
+    with pytest.raises(UsageError, match="days must be a number >= 0"):
+        ip.run_line_magic("oneshot_history", "--prune -1")
+
+
+def test_oneshot_log_prints_the_whole_log_not_just_the_tail_in_memory(ip, magics, capsys):
+    """%oneshot_log ID prints every byte the task wrote, in arrival order, though the
+    task itself kept only the newest max_log_bytes; --stream picks one stream."""
+    magics.max_log_bytes = 1000
+    code = (
+        "import sys\nfor i in range(5000): print(f'line {i}')\n"
+        "sys.stdout.flush()\nprint('the end', file=sys.stderr)"
+    )
+    task = oneshot(ip, f"--name long {shlex.join(py(code))}")
+    assert task.state is TaskState.COMPLETED
+    assert task.output_dropped > 0
+    lines = "".join(f"line {i}\n" for i in range(5000))
+    capsys.readouterr()
+    ip.run_line_magic("oneshot_log", task.id)
+    assert capsys.readouterr().out == lines + "the end\n"
+    ip.run_line_magic("oneshot_log", f"--stream stderr {task.id}")
+    assert capsys.readouterr().out == "the end\n"
+
+
+def test_oneshot_rerun_runs_the_same_command_in_the_same_cwd_without_secrets(
+    ip, magics, tmp_path, monkeypatch, capsys
+):
+    """%oneshot_rerun ID submits the stored command with its cwd and env overrides (a
+    redacted value is left out, so the kernel's own applies) and returns a task that
+    completes."""
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    command = "pwd; echo $MODE ${API_TOKEN:-no token}"
+    options = f"--name again --cwd {workdir} --env MODE=fast --env API_TOKEN=s3"
+    first = oneshot(ip, f"{options} {command}")
+    assert first.output == f"{workdir}\nfast s3\n"
+    rerun = ip.run_line_magic("oneshot_rerun", f"--quiet {first.id}")
+    assert isinstance(rerun, OneshotTask)
+    assert rerun.id != first.id
+    assert (rerun.command, rerun.name, rerun.cwd, rerun.env) == (
+        command, "again", str(workdir), {"MODE": "fast"}
+    )
+    eventually(lambda: rerun.done)
+    assert rerun.state is TaskState.COMPLETED
+    assert rerun.output == f"{workdir}\nfast no token\n"
+    assert get_record(rerun.id).read_log() == rerun.output.encode()
+
+
+def test_oneshot_rerun_of_an_argv_task_runs_the_same_argv(ip, magics, db):
+    """A task stored as an argv list reruns as that list, not as one shell string."""
+    argv = ["echo", "$HOME", "a  b"]
+    [original] = anyio.run(run_in_turn, db, (argv, {}))
+    rerun = ip.run_line_magic("oneshot_rerun", f"--quiet {original.id}")
+    assert rerun.command == argv
+    eventually(lambda: rerun.done)
+    assert rerun.output == original.output == "$HOME a  b\n"
+
+
+@pytest.mark.parametrize("magic", ["oneshot_log", "oneshot_rerun"])
+def test_an_unknown_task_id_is_a_usage_error(ip, magics, magic):
+    """%oneshot_log and %oneshot_rerun name the id they could not find."""
+    with pytest.raises(UsageError, match="no task 'nope' in the history"):
+        ip.run_line_magic(magic, "nope")
+
+
+def test_memory_turns_history_off_and_creates_no_file(
+    ip, load_magics, tmp_path, monkeypatch, capsys
+):
+    """ONESHOT_NB_DB=:memory: means no history: no file anywhere, tasks still run, and
+    the history magics say that history is off."""
+    monkeypatch.setenv("ONESHOT_NB_DB", ":memory:")
+    monkeypatch.chdir(tmp_path)
+    magics = load_magics()
+    assert magics.store is None
+    task = oneshot(ip, "echo still runs")
+    assert (task.state, task.output) == (TaskState.COMPLETED, "still runs\n")
+    for magic, line in [("oneshot_history", ""), ("oneshot_log", task.id)]:
+        with pytest.raises(UsageError, match="task history is off"):
+            ip.run_line_magic(magic, line)
+    assert list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("setting", [":memory:", "corrupt"])
+def test_a_db_setting_that_turns_history_off_makes_the_history_magics_say_so(
+    ip, tmp_path, load_magics, setting
+):
+    """c.OneshotMagics.db = ":memory:", or a file that is not a database, turns history
+    off as ONESHOT_NB_DB does: the history magics say so (rather than showing an empty
+    history, or raising sqlite3's error)."""
+    if setting == "corrupt":
+        setting = str(tmp_path / "corrupt.sqlite3")
+        with open(setting, "wb") as f:
+            f.write(b"this is not a database\n" * 100)
+    ip.config.OneshotMagics.db = setting
+    try:
+        magics = load_magics()
+    finally:
+        del ip.config.OneshotMagics["db"]
+    assert (magics.db, magics.store) == (setting, None)
+    for magic, line in [("oneshot_history", ""), ("oneshot_log", "abc")]:
+        with pytest.raises(UsageError, match="task history is off"):
+            ip.run_line_magic(magic, line)
+
+
+def test_a_corrupt_database_turns_history_off_with_one_warning(
+    ip, db, load_magics, capsys
+):
+    """A file that is not a database: one line on stderr says history is off, the file
+    is left alone, and tasks run to their end as usual."""
+    garbage = b"this is not a database\n" * 100
+    with open(db, "wb") as f:
+        f.write(garbage)
+    magics = load_magics()
+    assert magics.store is None
+    assert capsys.readouterr().err == (
+        f"oneshot_nb: task history is off: cannot use {db}: file is not a database\n"
+    )
+    task = oneshot(ip, "echo still runs")
+    ip.run_line_magic("oneshot_tasks", "")
+    assert (task.state, task.output) == (TaskState.COMPLETED, "still runs\n")
+    assert capsys.readouterr().err == ""
+    with open(db, "rb") as f:
+        assert f.read() == garbage
+
+
+def test_a_store_that_fails_later_is_warned_once_by_the_next_magic(
+    ip, db, load_magics, monkeypatch, capsys
+):
+    """When the database is locked past the timeout while tasks run, the tasks go on,
+    and the next magic (not a background thread) prints the warning, once."""
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 100)
+    magics = load_magics()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        task = oneshot(ip, "echo while locked")
+        eventually(lambda: magics.store.error is not None)
+        assert capsys.readouterr().err == ""
+        ip.run_line_magic("oneshot_tasks", "")
+        assert capsys.readouterr().err == (
+            f"oneshot_nb: task history is no longer saved to {db}"
+            " (OperationalError: database is locked)\n"
+        )
+        later = oneshot(ip, "echo after")
+        ip.run_line_magic("oneshot_tasks", "")
+        assert capsys.readouterr().err == ""
+        assert (task.state, later.state) == (TaskState.COMPLETED, TaskState.COMPLETED)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
