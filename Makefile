@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test lint bench clean
+.PHONY: lab test lint bench clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,23 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 lab: $(VENV)/.lab-installed
 	$(BIN)/jupyter lab notebooks/
 
-test: $(VENV)/.test-installed
+# The browser tests drive Debian's Chromium: playwright's own browser download cannot
+# work on these machines. Installing it needs root (apt-get), as on CI.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update && apt-get install -y chromium
+
+test: $(VENV)/.test-installed $(CHROMIUM)
 	$(BIN)/ruff check oneshot_nb tests benchmarks
 	$(BIN)/python -m pytest
 
+# Refreshes docs/*.png from the browser tests (they write no screenshots otherwise).
+screenshots: $(VENV)/.test-installed
+	ONESHOT_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -m screenshot
+
 bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/views.py
 
 clean:
 	rm -rf $(VENV)

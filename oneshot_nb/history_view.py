@@ -10,7 +10,7 @@ import ipywidgets as widgets
 from .log import StreamDecoder
 from .records import TaskRecord
 from .tail import LogTail
-from .views import seconds_text, state_badge
+from .views import CSS, header, seconds_text, state_badge
 
 
 def record_info(record: TaskRecord) -> str:
@@ -54,14 +54,15 @@ class RecordRow(widgets.VBox):
         self.log_button = widgets.ToggleButton(description="Log", tooltip="Show the stored log")
         self.log_button.layout.width = "60px"
         self.log_button.observe(self._toggle_log, "value")
-        line = widgets.HBox(
+        title_box = widgets.HTML(title)
+        title_box.add_class("oneshot-title-box")
+        line = header(
             [
                 widgets.HTML(state_badge(record.state)),
-                widgets.HTML(title),
+                title_box,
                 widgets.HTML(info),
                 self.log_button,
-            ],
-            layout=widgets.Layout(align_items="center", grid_gap="8px"),
+            ]
         )
         self.log_view: widgets.VBox | None = None
         super().__init__([line])
@@ -98,8 +99,8 @@ class HistoryTable(widgets.VBox):
 
     def __init__(self, records: list[TaskRecord]) -> None:
         self.records = records
-        header = widgets.HTML(f"<b>{len(records)} tasks</b>, newest first")
-        super().__init__([header, *(RecordRow(record) for record in records)])
+        title = widgets.HTML(f"<b>{len(records)} tasks</b>, newest first")
+        super().__init__([widgets.HTML(CSS), title, *(RecordRow(record) for record in records)])
         self.add_class("oneshot-history")
 
     def __repr__(self) -> str:

@@ -30,6 +30,9 @@ DEFAULT_MAX_LOG_BYTES = 1 << 20
 CHUNK_SIZE = 1 << 16
 # How often a stopping task looks whether its process group is gone before the grace ends.
 GROUP_POLL = 0.05
+# How long a SIGKILLed group may take to vanish: a killed process is gone once it is next
+# scheduled (milliseconds); the bound only matters for zombies that nobody reaps.
+KILL_WAIT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +81,7 @@ class OneshotTask:
         self.env: dict[str, str] = _check_env(env)
         self.cwd = None if cwd is None else os.fspath(cwd)
         self.id = task_id or secrets.token_hex(4)
-        self.name = name or _default_name(self.command)
+        self.name = name or default_name(self.command)
         self.created_at = time.time()
         self.started_at: float | None = None
         self.ended_at: float | None = None
@@ -271,7 +274,8 @@ class OneshotTask:
         self._interrupted = anyio.Event()
         self.machine.process = group
         if not self.machine.CREATED.is_active:
-            group.kill()  # stopped while spawning: it never gets to run
+            with anyio.CancelScope(shield=True):
+                await _kill_group(group)  # stopped while spawning: it never gets to run
             return
         self.started_at = time.time()
         self.last_activity = time.monotonic()
@@ -295,7 +299,7 @@ class OneshotTask:
                 self.interrupt("shutdown")
                 with anyio.move_on_after(self.grace):
                     await process.wait()
-                group.kill()
+                await _kill_group(group)
                 self.returncode = await process.wait()
             raise
         self._conclude()
@@ -368,7 +372,7 @@ class OneshotTask:
         while group_alive(group.pgid):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                group.kill()
+                await _kill_group(group)
                 break
             await anyio.sleep(min(GROUP_POLL, remaining))
         stopped.set()
@@ -407,6 +411,18 @@ class OneshotTask:
             self._done.set()
 
 
+async def _kill_group(group: ProcessGroup) -> None:
+    """SIGKILL every process in `group`, then wait up to KILL_WAIT until none is left.
+
+    Why wait: killpg only queues the signal, and a member that has not been scheduled
+    since still runs; without the wait it could outlive `wait()` and `aclose()`.
+    """
+    group.kill()
+    with anyio.move_on_after(KILL_WAIT):
+        while group_alive(group.pgid):
+            await anyio.sleep(GROUP_POLL)
+
+
 class _TaskListener:
     """Hands the machine's after_transition callbacks to its task."""
 
@@ -417,7 +433,8 @@ class _TaskListener:
         self._task._on_transition(str(event), TaskState(source.id), TaskState(target.id))
 
 
-def _default_name(command: Command) -> str:
+def default_name(command: Command) -> str:
+    """The name a task gets when none is given: its command, shortened."""
     text = command if isinstance(command, str) else " ".join(command)
     text = " ".join(text.split())
     return text if len(text) <= 40 else text[:39] + "…"

@@ -20,10 +20,22 @@ from .events import TaskEvent
 from .machine import TaskState
 from .orchestrator import AsyncOrchestrator
 from .tail import LogTail
-from .task import OneshotTask
+from .task import OneshotTask, default_name
 
 UPDATE_INTERVAL = 0.1  # at most ~10 updates a second per widget
 TICK_INTERVAL = 1.0  # how often elapsed times move on
+
+# Layout the widgets' own properties cannot express: the log keeps its newest line in
+# view, and a long command gives way (with an ellipsis) instead of crushing the buttons.
+CSS = """<style>
+.oneshot-log { display: flex; flex-direction: column-reverse; }
+.oneshot-log > .jp-OutputArea { flex: none; }
+.oneshot-head > * { flex: none; }
+.oneshot-head > .oneshot-title-box { flex: 1 1 0; min-width: 0; overflow: hidden; }
+.oneshot-title-box > .widget-html-content { min-width: 0; overflow: hidden; }
+.oneshot-title { display: block; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.oneshot-badge { display: inline-block; min-width: 11ch; text-align: center; }
+</style>"""
 
 STATE_COLOURS = {
     TaskState.CREATED: "#616161",
@@ -141,15 +153,29 @@ def _signal_name(number: int) -> str:
 
 
 def title_html(task: OneshotTask) -> str:
+    """Name, command and id; the command once when the name is only its short form."""
     command = task.command if isinstance(task.command, str) else " ".join(task.command)
-    name = html.escape(task.name)
-    code = html.escape(command if len(command) <= 200 else command[:199] + "…")
-    same = task.name == command
+    code = html.escape(command if len(command) <= 500 else command[:499] + "…")
+    if task.name == default_name(task.command):
+        label = f"<code><b>{code}</b></code>"
+    else:
+        label = f'<b>{html.escape(task.name)}</b> <code style="color:#555">{code}</code>'
     return (
-        f'<span class="oneshot-title"><b>{name}</b>'
-        + ("" if same else f' <code style="color:#555">{code}</code>')
-        + f' <span style="color:#999">#{html.escape(task.id)}</span></span>'
+        f'<span class="oneshot-title" title="{html.escape(command, quote=True)}">{label}'
+        f' <span style="color:#999">#{html.escape(task.id)}</span></span>'
     )
+
+
+def title_widget(task: OneshotTask) -> widgets.HTML:
+    title = widgets.HTML(title_html(task))
+    title.add_class("oneshot-title-box")
+    return title
+
+
+def header(children: list[widgets.Widget]) -> widgets.HBox:
+    row = widgets.HBox(children, layout=widgets.Layout(align_items="center", grid_gap="8px"))
+    row.add_class("oneshot-head")
+    return row
 
 
 def seconds_text(value: float) -> str:
@@ -200,6 +226,8 @@ class LogView(widgets.VBox):
         outputs = self.tail.outputs()
         if outputs != self.output.outputs:
             self.output.outputs = outputs
+        # An empty box would show as a thin line under a task that prints nothing.
+        self.output.layout.display = None if outputs else "none"
 
 
 class TaskView(widgets.VBox, _Live):
@@ -208,7 +236,7 @@ class TaskView(widgets.VBox, _Live):
     def __init__(self, task: OneshotTask) -> None:
         self.task = task
         self.badge = widgets.HTML()
-        self.title = widgets.HTML(title_html(task))
+        self.title = title_widget(task)
         self.info = widgets.HTML()
         self.stop_button = widgets.Button(
             description="Stop", icon="stop", button_style="danger", tooltip="Stop this task"
@@ -216,11 +244,8 @@ class TaskView(widgets.VBox, _Live):
         self.stop_button.layout.width = "80px"
         self.stop_button.on_click(lambda _: task.stop())
         self.log_view = LogView(task)
-        header = widgets.HBox(
-            [self.badge, self.title, self.info, self.stop_button],
-            layout=widgets.Layout(align_items="center", grid_gap="10px"),
-        )
-        super().__init__([header, self.log_view])
+        head = header([self.badge, self.title, self.info, self.stop_button])
+        super().__init__([widgets.HTML(CSS), head, self.log_view])
         self.add_class("oneshot-task")
         self._throttle = Throttle(self._flush)
         self._flush()
@@ -244,6 +269,8 @@ class TaskView(widgets.VBox, _Live):
         self.badge.value = badge_html(self.task)
         self.info.value = info_html(self.task)
         self.stop_button.disabled = self.task.state.is_final
+        if self.task.state.is_final:
+            self.stop_button.button_style = ""  # a faded red button still looks live
 
 
 class TaskRow(widgets.VBox):
@@ -252,7 +279,7 @@ class TaskRow(widgets.VBox):
     def __init__(self, task: OneshotTask) -> None:
         self.task = task
         self.badge = widgets.HTML()
-        self.title = widgets.HTML(title_html(task))
+        self.title = title_widget(task)
         self.info = widgets.HTML()
         self.stop_button = widgets.Button(description="Stop", icon="stop", tooltip="Stop")
         self.stop_button.layout.width = "70px"
@@ -260,10 +287,7 @@ class TaskRow(widgets.VBox):
         self.log_button = widgets.ToggleButton(description="Log", tooltip="Show the log")
         self.log_button.layout.width = "60px"
         self.log_button.observe(self._toggle_log, "value")
-        line = widgets.HBox(
-            [self.badge, self.title, self.info, self.stop_button, self.log_button],
-            layout=widgets.Layout(align_items="center", grid_gap="8px"),
-        )
+        line = header([self.badge, self.title, self.info, self.stop_button, self.log_button])
         self.log_view: LogView | None = None
         super().__init__([line])
         self.add_class("oneshot-row")
@@ -308,13 +332,13 @@ class TaskTable(widgets.VBox, _Live):
             description="Stop all", icon="stop", button_style="danger", tooltip="Stop all"
         )
         self.stop_all_button.on_click(lambda _: stop_all())
-        header = widgets.HBox(
+        head = widgets.HBox(
             [self.counts, self.progress, self.stop_all_button],
             layout=widgets.Layout(align_items="center", grid_gap="10px"),
         )
         self.rows_box = widgets.VBox()
         self._rows: dict[str, TaskRow] = {}
-        super().__init__([header, self.rows_box])
+        super().__init__([widgets.HTML(CSS), head, self.rows_box])
         self.add_class("oneshot-table")
         self._throttle = Throttle(self._flush)
         self._flush()
@@ -352,6 +376,7 @@ class TaskTable(widgets.VBox, _Live):
         finished = sum(n for s, n in counts.items() if s.is_final)
         self.progress.max = max(1, len(tasks))
         self.progress.value = finished
+        self.progress.description = f"{finished}/{len(tasks)}"
         self.progress.bar_style = "danger" if counts[TaskState.FAILED] else "info"
         self.stop_all_button.disabled = finished == len(tasks)
 

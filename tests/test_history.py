@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import anyio
 import pytest
-from conftest import py, query, stored_orchestrator, wait_until
+from helpers import py, query, stored_orchestrator, wait_until
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import group_gone
+from helpers import group_gone
 from jupyter_client.manager import start_new_kernel
 
 from oneshot_nb.task import DEFAULT_GRACE

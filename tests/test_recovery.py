@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import group_gone, process_gone, query
+from helpers import group_gone, process_gone, query
 from jupyter_client.manager import KernelManager, start_new_kernel
 
 from oneshot_nb import TaskState, history

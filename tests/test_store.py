@@ -12,7 +12,7 @@ import time
 
 import anyio
 import pytest
-from conftest import py, query, stored_orchestrator, wait_until
+from helpers import py, query, stored_orchestrator, wait_until
 
 from oneshot_nb import AsyncOrchestrator, TaskState
 from oneshot_nb import store as store_module

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import ipywidgets as widgets
 import pytest
-from conftest import group_gone, py, wait_until
+from helpers import group_gone, py, wait_until
 
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
 from oneshot_nb.events import notify

@@ -1,0 +1,1 @@
+"""End-to-end tests: oneshot_nb's views in JupyterLab, driven in a real Chromium."""
