@@ -42,13 +42,47 @@ class LogTail:
         if "\r\n" in text:
             text = text.replace("\r\n", "\n")
         parts = text.split("\n")
-        parts[0] = self._partial.pop(stream, "") + parts[0]
+        skip = len(parts) - 1 - self.max_lines
+        if skip > 0:
+            # More complete lines than are shown: count the older ones without touching
+            # them, so a flood costs a split, not Python work per line.
+            self.hidden_lines += skip + len(self._lines)
+            self._lines.clear()
+            self._chars = 0
+            self._partial.pop(stream, None)
+            parts = parts[skip:]
+        else:
+            parts[0] = self._partial.pop(stream, "") + parts[0]
         for line in parts[:-1]:
             self._add(stream, self._fit(_overwrite(line)))
-        last = self._fit(_overwrite(parts[-1]))
+        last = _unfinished(parts[-1], self.max_line_chars)
         if last or self._pending_cr.get(stream):
             self._partial[stream] = last
         self._trim()
+
+    def feed_many(self, chunks: list[tuple[str, str]]) -> None:
+        """Feed (stream, text) chunks in order; those whose lines would all scroll out
+        of the tail anyway only have their newlines counted."""
+        newlines = 0
+        cut = 0
+        for index in range(len(chunks) - 1, -1, -1):
+            newlines += chunks[index][1].count("\n")
+            if newlines > self.max_lines:
+                cut = index
+                break
+        for stream, text in chunks[:cut]:
+            end = text.rfind("\n")
+            if end >= 0:
+                # Each newline completes a line; what is left is the line being written.
+                self.hidden_lines += text.count("\n") + len(self._lines)
+                self._lines.clear()
+                self._chars = 0
+                self._partial.pop(stream, None)
+                self._pending_cr.pop(stream, None)
+                text = text[end + 1 :]
+            self.feed(stream, text)
+        for stream, text in chunks[cut:]:
+            self.feed(stream, text)
 
     def _fit(self, line: str) -> str:
         return line if len(line) <= self.max_line_chars else line[-self.max_line_chars :]
@@ -60,7 +94,7 @@ class LogTail:
     def _trim(self) -> None:
         """Drop the oldest complete lines until they fit beside the unfinished ones: those
         are shown too, so they count towards both bounds."""
-        partial = [line for line in self._partial.values() if line]
+        partial = [_overwrite(line) for line in self._partial.values() if line]
         lines_left = self.max_lines - len(partial)
         chars_left = self.max_chars - sum(len(line) for line in partial)
         while self._lines and (len(self._lines) > lines_left or self._chars > chars_left):
@@ -84,12 +118,24 @@ class LogTail:
         ]
         for stream, line in self._partial.items():
             if line:
-                result.append({"output_type": "stream", "name": stream, "text": line})
+                result.append(
+                    {"output_type": "stream", "name": stream, "text": _overwrite(line)}
+                )
         return tuple(result)
 
     @property
     def line_count(self) -> int:
         return len(self._lines) + sum(1 for line in self._partial.values() if line)
+
+
+def _unfinished(line: str, limit: int) -> str:
+    """A line still being written, kept so that more text can go on where the cursor
+    is: what its carriage returns left on screen, then "\r" and the text after the last
+    one. Both parts are capped, keeping their ends."""
+    cr = line.rfind("\r")
+    if cr < 0:
+        return line[-limit:]
+    return _overwrite(line[:cr])[-limit:] + "\r" + line[cr + 1 :][-limit:]
 
 
 def _overwrite(line: str) -> str:

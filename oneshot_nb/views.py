@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import html
 import signal
+import time
 import weakref
 from collections.abc import Callable, Iterable
 
@@ -23,6 +24,8 @@ from .tail import LogTail
 from .task import OneshotTask, default_name
 
 UPDATE_INTERVAL = 0.1  # at most ~10 updates a second per widget
+NOTE_INTERVAL = 1.0  # how often the "N earlier lines not shown" count moves on
+PENDING_CHARS = 4 << 20  # output a log view holds between two updates, at most
 TICK_INTERVAL = 1.0  # how often elapsed times move on
 
 # Layout the widgets' own properties cannot express: the log keeps its newest line in
@@ -196,8 +199,12 @@ class LogView(widgets.VBox):
         self.tail = LogTail()
         # Made after the task began: start from what the task kept of its output.
         self._seeded_dropped = task.output_dropped > 0
-        for stream, text in task.output_chunks():
-            self.tail.feed(stream, text)
+        self.tail.feed_many(task.output_chunks())
+        # Output waits here until the next update: most of a flood scrolls out of the
+        # tail before anyone could see it, and feed_many only counts those lines.
+        self._pending: list[tuple[str, str]] = []
+        self._pending_chars = 0
+        self._note_time = float("-inf")
         self.note = widgets.HTML(layout=widgets.Layout(margin="0"))
         self.output = widgets.Output(
             layout=widgets.Layout(max_height="320px", overflow="auto", border="1px solid #ddd")
@@ -210,10 +217,41 @@ class LogView(widgets.VBox):
 
     def _on_event(self, event: TaskEvent) -> None:
         if event.kind == "output" and event.text:
-            self.tail.feed(event.stream or "stdout", event.text)
+            self._pending.append((event.stream or "stdout", event.text))
+            self._pending_chars += len(event.text)
+            if self._pending_chars > PENDING_CHARS:
+                self._take_pending()  # the loop is not flushing: keep memory bounded
+            self._throttle.poke()
+        elif event.kind == "transition" and event.target is not None and event.target.is_final:
             self._throttle.poke()
 
+    def _take_pending(self) -> None:
+        if self._pending:
+            self.tail.feed_many(self._pending)
+            self._pending = []
+            self._pending_chars = 0
+
     def _flush(self) -> None:
+        self._take_pending()
+        self._flush_note()
+        outputs = self.tail.outputs()
+        if outputs != self.output.outputs:
+            self.output.outputs = outputs
+        # An empty box would show as a thin line under a task that prints nothing.
+        self.output.layout.display = None if outputs else "none"
+
+    def _flush_note(self) -> None:
+        """The count of hidden lines changes at every update during a flood; sending it
+        once a second is enough (at once when the note appears or the task ends)."""
+        now = time.monotonic()
+        if (
+            self.note.value
+            and now - self._note_time < NOTE_INTERVAL
+            and not self.task.state.is_final
+        ):
+            self._throttle.poke()  # come back for it, even if no more output comes
+            return
+        self._note_time = now
         if self.tail.hidden_lines:
             note = f"{self.tail.hidden_lines} earlier lines not shown"
         elif self._seeded_dropped:
@@ -223,11 +261,6 @@ class LogView(widgets.VBox):
         if note:
             note = f'<span class="oneshot-hidden" style="color:#999">{note}</span>'
         self.note.value = note
-        outputs = self.tail.outputs()
-        if outputs != self.output.outputs:
-            self.output.outputs = outputs
-        # An empty box would show as a thin line under a task that prints nothing.
-        self.output.layout.display = None if outputs else "none"
 
 
 class TaskView(widgets.VBox, _Live):

@@ -1,0 +1,440 @@
+"""Engine benchmarks: each figure next to a raw-asyncio baseline measured in the same run.
+
+    make bench                                      # full run, about 1 min (more when busy)
+    .venv/bin/python benchmarks/engine.py --quick   # smoke run, smaller sizes, fewer rounds
+
+Rounds alternate baseline and subject (ABBA...) so that drift on a shared, noisy machine
+falls on both alike; each line shows the medians and the ratio of the medians. A missed
+target is printed, never raised: the script always exits 0 unless it crashes.
+See benchmarks/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import oneshot_nb
+from oneshot_nb import AsyncOrchestrator, TaskEvent, TaskState
+
+MiB = 1 << 20
+PIPE = asyncio.subprocess.PIPE
+READ_SIZE = 1 << 16
+
+
+# -- measurements ----------------------------------------------------------------------
+
+
+async def _spawn_raw(n: int, limit: int, shell: bool) -> float:
+    sem = asyncio.Semaphore(limit)
+
+    async def one() -> None:
+        async with sem:
+            if shell:
+                proc = await asyncio.create_subprocess_shell("true", stdout=PIPE, stderr=PIPE)
+            else:
+                proc = await asyncio.create_subprocess_exec("true", stdout=PIPE, stderr=PIPE)
+            assert proc.stdout is not None and proc.stderr is not None
+            await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+            await proc.wait()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return time.perf_counter() - start
+
+
+async def _spawn_engine(n: int, limit: int, shell: bool) -> float:
+    command: str | list[str] = "true" if shell else ["true"]
+    start = time.perf_counter()
+    async with AsyncOrchestrator(limit=limit) as orch:
+        for _ in range(n):
+            orch.submit(command)
+        states = await orch.wait_all()
+    elapsed = time.perf_counter() - start
+    bad = [s for s in states if s is not TaskState.COMPLETED]
+    if bad:
+        print(f"  warning: {len(bad)} of {n} spawn tasks did not complete: {bad[:3]}")
+    return elapsed
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all its threads), not of its children."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _writer(nbytes: int) -> list[str]:
+    if shutil.which("head"):
+        return ["head", "-c", str(nbytes), "/dev/zero"]
+    blocks = nbytes // MiB
+    code = f"import sys\nb=bytes({MiB})\nfor _ in range({blocks}): sys.stdout.buffer.write(b)"
+    return [sys.executable, "-c", code]
+
+
+async def _drain_raw(nbytes: int) -> float:
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(*_writer(nbytes), stdout=PIPE, stderr=PIPE)
+
+    async def pump(stream: asyncio.StreamReader) -> int:
+        total = 0
+        while True:
+            data = await stream.read(READ_SIZE)
+            if not data:
+                return total
+            total += len(data)
+
+    assert proc.stdout is not None and proc.stderr is not None
+    got, _ = await asyncio.gather(pump(proc.stdout), pump(proc.stderr))
+    await proc.wait()
+    elapsed = time.perf_counter() - start
+    if got != nbytes:
+        print(f"  warning: raw drain read {got} of {nbytes} bytes")
+    return elapsed
+
+
+async def _drain_engine(nbytes: int, attach: str = "none") -> float:
+    counted = [0]
+
+    def count(event: TaskEvent) -> None:
+        if event.kind == "output":
+            counted[0] += len(event.data)
+
+    start = time.perf_counter()
+    async with AsyncOrchestrator(limit=8) as orch:
+        consumer = None
+        if attach == "listener":
+            orch.listeners.append(count)
+        elif attach == "subscriber":
+            subscription = orch.events()
+
+            async def consume() -> None:
+                async for event in subscription:
+                    count(event)
+
+            consumer = asyncio.get_running_loop().create_task(consume())
+        task = orch.submit(_writer(nbytes))
+        await task.wait()
+    if consumer is not None:
+        await consumer
+    elapsed = time.perf_counter() - start
+    if task.state is not TaskState.COMPLETED or task.bytes_written["stdout"] != nbytes:
+        print(f"  warning: engine drain {task.state} read {task.bytes_written} of {nbytes}")
+    if attach != "none" and counted[0] != nbytes:
+        print(f"  note: {attach} counted {counted[0]} of {nbytes} bytes (bounded queue drops)")
+    return elapsed
+
+
+# -- peak RSS, measured in a fresh child process ------------------------------------------
+
+
+def _status_kib(field_name: str) -> int:
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(field_name.encode() + b":"):
+                return int(line.split()[1])
+    return 0
+
+
+class _Sampler:
+    """Samples VmRSS every `interval` seconds in a thread and keeps the maximum."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _status_kib("VmRSS"))
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _status_kib("VmRSS"))
+
+
+def _reset_hwm() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so it holds the run's peak only."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_child(mode: str, nbytes: int) -> None:
+    """Run one task writing `nbytes` (raw loop or engine) and print RSS figures as JSON."""
+
+    async def main() -> dict[str, object]:
+        if mode == "engine":
+            async with AsyncOrchestrator(limit=8) as orch:
+                gc.collect()
+                with _Sampler() as sampler:
+                    before = _status_kib("VmRSS")
+                    hwm_reset = _reset_hwm()
+                    task = orch.submit(_writer(nbytes))
+                    await task.wait()
+                    hwm = _status_kib("VmHWM")
+                ok = task.bytes_written["stdout"] == nbytes
+        else:
+            gc.collect()
+            with _Sampler() as sampler:
+                before = _status_kib("VmRSS")
+                hwm_reset = _reset_hwm()
+                await _drain_raw(nbytes)
+                hwm = _status_kib("VmHWM")
+            ok = True
+        return {
+            "before_kib": before,
+            "peak_sampled_kib": sampler.peak,
+            "hwm_kib": hwm,
+            "hwm_reset": hwm_reset,
+            "samples": sampler.samples,
+            "ok": ok,
+        }
+
+    print(json.dumps(asyncio.run(main())))
+
+
+def _rss_growth(mode: str, nbytes: int) -> float:
+    """Peak RSS growth in MiB of a fresh child process running `mode`."""
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--rss-child", mode, str(nbytes)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    data = json.loads(out.strip().splitlines()[-1])
+    if not data["ok"]:
+        print(f"  warning: rss child {mode} did not read all {nbytes} bytes")
+    peak = data["peak_sampled_kib"]
+    if data["hwm_reset"]:
+        peak = max(peak, data["hwm_kib"])
+    return (peak - data["before_kib"]) / 1024
+
+
+# -- rounds, medians and the table --------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    name: str
+    unit: str
+    base: list[float] = field(default_factory=list)
+    subj: list[float] = field(default_factory=list)
+    # target: ("<=" | ">=", bound, what the bound applies to: "ratio" or "subject")
+    target: tuple[str, float, str] | None = None
+
+    @property
+    def base_med(self) -> float:
+        return statistics.median(self.base)
+
+    @property
+    def subj_med(self) -> float:
+        return statistics.median(self.subj)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.base_med <= 0 or (self.unit == "MiB" and self.base_med < 1):
+            return None  # a ratio to (almost) nothing means nothing
+        return self.subj_med / self.base_med
+
+
+def measure(
+    fig: Figure,
+    rounds: int,
+    base: Callable[[], float],
+    subj: Callable[[], float],
+    warmup: bool = True,
+) -> Figure:
+    if warmup:
+        # One untimed run of each: the first run in a process pays for growing the heap
+        # (150k page faults for a 512 MiB drain) and for warming caches and imports.
+        base()
+        subj()
+    for r in range(rounds):
+        # ABBA order: drift within a pair of rounds falls on both sides alike.
+        order = [(fig.base, base), (fig.subj, subj)]
+        if r % 2:
+            order.reverse()
+        for samples, fn in order:
+            gc.collect()
+            samples.append(fn())
+    return fig
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "ms":
+        return f"{value:.3f} ms"
+    if unit == "MiB/s":
+        return f"{value:.0f} MiB/s"
+    return f"{value:.1f} {unit}"
+
+
+def _verdict(fig: Figure) -> tuple[str, str]:
+    if fig.target is None:
+        return "-", "(info)"
+    op, bound, what = fig.target
+    value = fig.ratio if what == "ratio" else fig.subj_med
+    text = f"{op} {bound:g}" + ("" if what == "ratio" else f" {fig.unit}")
+    if value is None:
+        return text, "?"
+    met = value <= bound if op == "<=" else value >= bound
+    return text, "TARGET MET" if met else "TARGET MISSED"
+
+
+ROW = "  {:<38} {:>13} {:>13} {:>7}  {:<10} {}"
+
+
+def print_table(figures: list[Figure]) -> None:
+    print()
+    print(ROW.format("figure", "baseline", "oneshot_nb", "ratio", "target", "result"))
+    for fig in figures:
+        target, result = _verdict(fig)
+        ratio = "-" if fig.ratio is None else f"{fig.ratio:.2f}"
+        print(ROW.format(fig.name, _fmt(fig.base_med, fig.unit), _fmt(fig.subj_med, fig.unit),
+                         ratio, target, result))
+    print()
+    print("  samples (baseline | oneshot_nb), in measurement order:")
+    for fig in figures:
+        b = " ".join(f"{x:.4g}" for x in fig.base)
+        s = " ".join(f"{x:.4g}" for x in fig.subj)
+        print(f"    {fig.name:<38} {b} | {s}")
+
+
+def header(args: argparse.Namespace) -> None:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "?"
+
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or "?"
+    print(f"python {platform.python_version()} ({sys.executable})")
+    print(f"anyio {version('anyio')}  python-statemachine {version('python-statemachine')}  "
+          f"oneshot_nb {version('oneshot_nb')} ({os.path.dirname(oneshot_nb.__file__)})")
+    print(f"nproc {nproc}  os.cpu_count {os.cpu_count()}  loadavg {os.getloadavg()[0]:.2f}  "
+          f"{platform.system()} {platform.release()}")
+    print(f"mode {'quick' if args.quick else 'full'}: spawn {args.spawn} x {args.rounds_first} "
+          f"rounds, drain {args.drain // MiB} MiB x {args.rounds}, "
+          f"rss {args.rss // MiB} MiB x {args.rss_rounds} (each run in a fresh process)")
+
+
+def run(args: argparse.Namespace) -> None:
+    header(args)
+    started = time.perf_counter()
+    figures: list[Figure] = []
+    n, limit = args.spawn, 8
+
+    def timed(fig: Figure, rounds: int, base: Callable[[], float],
+              subj: Callable[[], float], warmup: bool = True) -> None:
+        t0 = time.perf_counter()
+        measure(fig, rounds, base, subj, warmup)
+        figures.append(fig)
+        print(f"  measured {fig.name!r} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    # 1. spawn throughput; the same runs also give the CPU time this process spent per
+    # task, a figure that other load on the machine disturbs much less than wall time.
+    cpu = Figure("  spawn argv, CPU of this process/task", "ms")
+
+    def cpu_ms(fn: Callable[[], float], samples: list[float],
+               per: float = n) -> Callable[[], float]:
+        def run_one() -> float:
+            before = _cpu_seconds()
+            result = fn()
+            samples.append((_cpu_seconds() - before) * 1000 / per)
+            return result
+        return run_one
+
+    timed(Figure(f"1 spawn {n} true @{limit}, argv", "s", target=("<=", 1.3, "ratio")),
+          args.rounds_first,
+          cpu_ms(lambda: asyncio.run(_spawn_raw(n, limit, shell=False)), cpu.base),
+          cpu_ms(lambda: asyncio.run(_spawn_engine(n, limit, shell=False)), cpu.subj))
+    del cpu.base[0], cpu.subj[0]  # the warm-up runs
+    figures.append(cpu)
+    timed(Figure(f"  spawn {n} 'true' @{limit}, shell str", "s"), args.rounds,
+          lambda: asyncio.run(_spawn_raw(n, limit, shell=True)),
+          lambda: asyncio.run(_spawn_engine(n, limit, shell=True)))
+
+    # 2. drain throughput (times turned into MiB/s per round)
+    size = args.drain
+    mib = size / MiB
+
+    def rate(fn: Callable[[], float]) -> Callable[[], float]:
+        return lambda: mib / fn()
+
+    cpu = Figure("  drain, CPU of this process per MiB", "ms")
+    timed(Figure(f"2 drain {size // MiB} MiB, no listener", "MiB/s",
+                 target=(">=", 0.8, "ratio")), args.rounds,
+          cpu_ms(rate(lambda: asyncio.run(_drain_raw(size))), cpu.base, mib),
+          cpu_ms(rate(lambda: asyncio.run(_drain_engine(size))), cpu.subj, mib))
+    del cpu.base[0], cpu.subj[0]  # the warm-up runs
+    figures.append(cpu)
+    timed(Figure("  drain, + counting listener", "MiB/s"), args.rounds,
+          rate(lambda: asyncio.run(_drain_raw(size))),
+          rate(lambda: asyncio.run(_drain_engine(size, "listener"))))
+    timed(Figure("  drain, + counting subscriber", "MiB/s"), args.rounds,
+          rate(lambda: asyncio.run(_drain_raw(size))),
+          rate(lambda: asyncio.run(_drain_engine(size, "subscriber"))))
+
+    # 3. peak RSS growth, each round in a fresh child process
+    timed(Figure(f"3 peak RSS growth, {size_name(args.rss)} task", "MiB",
+                 target=("<=", 64, "subject")), args.rss_rounds,
+          lambda: _rss_growth("raw", args.rss),
+          lambda: _rss_growth("engine", args.rss),
+          warmup=False)  # a fresh process each round: nothing to warm
+
+    print_table(figures)
+    print(f"\n  total {time.perf_counter() - started:.0f} s, loadavg now {os.getloadavg()[0]:.2f}")
+
+
+def size_name(nbytes: int) -> str:
+    return f"{nbytes / (1 << 30):g} GiB" if nbytes >= 1 << 30 else f"{nbytes // MiB} MiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller sizes")
+    parser.add_argument("--rss-child", nargs=2, metavar=("MODE", "BYTES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child[0], int(args.rss_child[1]))
+        return
+    if args.quick:
+        args.spawn, args.drain, args.rss = 100, 64 * MiB, 128 * MiB
+        args.rounds_first, args.rounds, args.rss_rounds = 2, 1, 1
+    else:
+        args.spawn, args.drain, args.rss = 500, 512 * MiB, 1 << 30
+        args.rounds_first, args.rounds, args.rss_rounds = 7, 5, 3
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
