@@ -22,6 +22,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from importlib import metadata
 
 import oneshot_nb
 from oneshot_nb import AsyncOrchestrator, TaskEvent, TaskState
+from oneshot_nb.store import Store
 
 MiB = 1 << 20
 PIPE = asyncio.subprocess.PIPE
@@ -135,6 +137,39 @@ async def _drain_engine(nbytes: int, attach: str = "none") -> float:
         print(f"  warning: engine drain {task.state} read {task.bytes_written} of {nbytes}")
     if attach != "none" and counted[0] != nbytes:
         print(f"  note: {attach} counted {counted[0]} of {nbytes} bytes (bounded queue drops)")
+    return elapsed
+
+
+def _log_lines(count: int) -> list[str]:
+    """A Python program printing `count` log lines as fast as it can: what a training
+    script or a build writes, at the speed Python writes it."""
+    code = (
+        "import sys\nw = sys.stdout.write\n"
+        f"for i in range({count}): w('INFO step %d loss=%.6f lr=0.0001\\n' % (i, i * 0.001))"
+    )
+    return [sys.executable, "-c", code]
+
+
+async def _drain_stored(
+    nbytes: int, store_on: bool, committed: list[float], command: list[str] | None = None
+) -> float:
+    """Drain time of one task with or without the history store; `committed` gets the
+    time until the store has committed every byte as well."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        async with AsyncOrchestrator(limit=8) as orch:
+            store = Store(os.path.join(tmp, "history.sqlite3")) if store_on else None
+            if store is not None:
+                store.attach(orch)
+            task = orch.submit(command or _writer(nbytes))
+            await task.wait()
+            elapsed = time.perf_counter() - start
+        if store is not None:
+            store.flush(timeout=60)
+            committed.append(time.perf_counter() - start)
+            store.close()
+    if command is None and task.bytes_written["stdout"] != nbytes:
+        print(f"  warning: stored drain read {task.bytes_written} of {nbytes}")
     return elapsed
 
 
@@ -404,6 +439,22 @@ def run(args: argparse.Namespace) -> None:
           rate(lambda: asyncio.run(_drain_raw(size))),
           rate(lambda: asyncio.run(_drain_engine(size, "subscriber"))))
 
+    # 4. the history store: draining with it on, against the same drain without it
+    stored = args.stored
+    committed: list[float] = []
+    timed(Figure(f"4 drain {size_name(stored)} with store", "s", target=("<=", 2.0, "ratio")),
+          args.rounds,
+          lambda: asyncio.run(_drain_stored(stored, False, [])),
+          lambda: asyncio.run(_drain_stored(stored, True, committed)))
+    done = Figure("  ... until all of it is committed", "s")
+    done.base[:] = figures[-1].base
+    done.subj[:] = committed[1:]  # without the warm-up run
+    figures.append(done)
+    lines = args.stored_lines
+    timed(Figure(f"  {lines:,} log lines from Python, with store", "s"), args.rounds,
+          lambda: asyncio.run(_drain_stored(0, False, [], _log_lines(lines))),
+          lambda: asyncio.run(_drain_stored(0, True, [], _log_lines(lines))))
+
     # 3. peak RSS growth, each round in a fresh child process
     timed(Figure(f"3 peak RSS growth, {size_name(args.rss)} task", "MiB",
                  target=("<=", 64, "subject")), args.rss_rounds,
@@ -428,10 +479,12 @@ def main() -> None:
         rss_child(args.rss_child[0], int(args.rss_child[1]))
         return
     if args.quick:
-        args.spawn, args.drain, args.rss = 100, 64 * MiB, 128 * MiB
+        args.spawn, args.drain, args.rss, args.stored = 100, 64 * MiB, 128 * MiB, 64 * MiB
+        args.stored_lines = 300_000
         args.rounds_first, args.rounds, args.rss_rounds = 2, 1, 1
     else:
-        args.spawn, args.drain, args.rss = 500, 512 * MiB, 1 << 30
+        args.spawn, args.drain, args.rss, args.stored = 500, 512 * MiB, 1 << 30, 256 * MiB
+        args.stored_lines = 3_000_000
         args.rounds_first, args.rounds, args.rss_rounds = 7, 5, 3
     run(args)
 

@@ -145,6 +145,10 @@ class EventHub:
         for subscription in self._subscriptions:
             subscription.put(event)
 
+    def wanted(self) -> bool:
+        """Whether anyone listens or subscribes: output events are not made otherwise."""
+        return bool(self.listeners or self._subscriptions)
+
     def subscribe(self, maxsize: int = 1000) -> Subscription:
         subscription = Subscription(maxsize, self._subscriptions.remove)
         self._subscriptions.append(subscription)

@@ -23,51 +23,75 @@ class StreamDecoder:
 
 
 class BoundedLog:
-    """Keeps the newest output text up to `max_bytes` (counted as raw output bytes).
+    """Keeps the newest output bytes, at most `max_bytes` of them.
 
-    The oldest text goes first, and `dropped_bytes` says how much went. Stdout and
-    stderr share one log, in arrival order.
+    The oldest bytes go first, and `dropped_bytes` says how much went. Stdout and stderr
+    share one log, in arrival order. Bytes are kept as read, not decoded: the hot path
+    then copies nothing, and text is decoded (per stream, incrementally) when it is read.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.dropped_bytes = 0
-        self._chunks: deque[tuple[str, str, int]] = deque()
+        self._chunks: deque[tuple[str, bytes]] = deque()
         self._size = 0
 
-    def append(self, stream: str, text: str, nbytes: int) -> None:
-        if nbytes > self.max_bytes:
-            # Keep the last max_bytes characters: the same as bytes for ASCII output;
-            # for other text it holds a little more, never more than 4x.
-            keep = self.max_bytes
-            self.dropped_bytes += nbytes - keep
-            text, nbytes = (text[-keep:] if keep else ""), keep
+    def append(self, stream: str, data: bytes) -> None:
+        if not data:
+            return
         last = self._chunks[-1] if self._chunks else None
-        if last is not None and last[0] == stream and last[2] < _MERGE_BELOW:
+        if last is not None and last[0] == stream and len(last[1]) < _MERGE_BELOW:
             # Merge small chunks so that a process writing a byte at a time does not
             # cost a tuple per byte, which would put memory far over the bound.
-            self._chunks[-1] = (stream, last[1] + text, last[2] + nbytes)
+            self._chunks[-1] = (stream, last[1] + data)
         else:
-            self._chunks.append((stream, text, nbytes))
-        self._size += nbytes
+            self._chunks.append((stream, data))
+        self._size += len(data)
         while self._size > self.max_bytes and self._chunks:
-            old_stream, old_text, size = self._chunks.popleft()
+            old_stream, old = self._chunks.popleft()
             excess = self._size - self.max_bytes
-            if size > excess and len(old_text) == size:
-                # Trim the oldest ASCII chunk instead of dropping it whole, so the log
-                # stays close to its bound when chunks are large.
-                self._chunks.appendleft((old_stream, old_text[excess:], size - excess))
-                size = excess
-            self._size -= size
-            self.dropped_bytes += size
+            if len(old) > excess:
+                kept = _skip_continuation(old[excess:])
+                self._chunks.appendleft((old_stream, kept))
+                dropped = len(old) - len(kept)
+            else:
+                dropped = len(old)
+            self._size -= dropped
+            self.dropped_bytes += dropped
 
     @property
     def size(self) -> int:
         return self._size
 
     def chunks(self) -> list[tuple[str, str]]:
-        """The retained (stream, text) pieces in arrival order."""
-        return [(stream, text) for stream, text, _ in self._chunks]
+        """The retained output as (stream, text) pieces in arrival order."""
+        decoders: dict[str, StreamDecoder] = {}
+        pieces = []
+        for stream, data in self._chunks:
+            decoder = decoders.get(stream)
+            if decoder is None:
+                decoders[stream] = decoder = StreamDecoder()
+                if self.dropped_bytes:
+                    # A chunk dropped whole may have ended inside a character: the rest
+                    # of it, at the start of what is kept, would show as U+FFFD.
+                    data = _skip_continuation(data)
+            text = decoder.decode(data)
+            if text:
+                pieces.append((stream, text))
+        for stream, decoder in decoders.items():
+            rest = decoder.decode(b"", final=True)
+            if rest:
+                pieces.append((stream, rest))
+        return pieces
 
     def text(self, stream: str | None = None) -> str:
-        return "".join(t for s, t, _ in self._chunks if stream is None or s == stream)
+        return "".join(t for s, t in self.chunks() if stream is None or s == stream)
+
+
+def _skip_continuation(data: bytes) -> bytes:
+    """`data` without the UTF-8 continuation bytes it may start with: cutting the log
+    inside a character must not leave half of it to decode as U+FFFD."""
+    start = 0
+    while start < min(3, len(data)) and 0x80 <= data[start] <= 0xBF:
+        start += 1
+    return data[start:] if start else data

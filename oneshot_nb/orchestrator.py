@@ -194,6 +194,7 @@ class AsyncOrchestrator:
         self._start_host()
         self._tasks[task.id] = task
         task.listeners.append(self._hub.publish)
+        task.output_wanted = self._hub.wanted
         self._hub.publish(TaskEvent(task.id, "submitted", time.time()))
         if self._group is not None:
             self._group.start_soon(self._run, task, slots, name=f"oneshot {task.id}")

@@ -34,7 +34,9 @@ logger = logging.getLogger("oneshot_nb")
 
 FLUSH_INTERVAL = 0.2  # seconds: the most output a SIGKILLed kernel can lose
 BUSY_TIMEOUT_MS = 10_000  # another kernel's transaction is short; waiting beats failing
-MERGE_BYTES = 256 << 10  # consecutive chunks of one stream are stored as rows up to this
+# Consecutive small chunks of one stream are stored as one row of up to this; a chunk
+# this large (a full read of a busy pipe) is stored as it came, without a copy.
+MERGE_BYTES = 64 << 10
 BATCH_BYTES = 4 << 20  # a transaction commits early once it holds this much output
 # Copying the write-ahead log into the database file (a checkpoint) is the slow part of
 # storing a fast stream, so it is left for a quiet moment: once this much has gone into
@@ -99,6 +101,9 @@ def connect(path: str) -> sqlite3.Connection:
     )
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Large pages store a log's blobs in fewer, larger writes (a third faster than
+        # the 4 KiB default, measured); it takes effect only when the file is created.
+        db.execute("PRAGMA page_size = 65536")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA wal_autocheckpoint = 0")  # see CHECKPOINT_QUIET
@@ -357,10 +362,12 @@ def _merge(items: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
         if item[0] == "chunk":
             _, task_id, seq, stream, when, data = item
             run = runs.get(task_id)
-            if run is not None and run[2] == stream and len(run[4]) < MERGE_BYTES:
+            if run is not None and run[2] == stream and len(run[4]) + len(data) <= MERGE_BYTES:
+                if isinstance(run[4], bytes):
+                    run[4] = bytearray(run[4])  # copied only when there is a run to merge
                 run[4] += data
                 continue
-            run = [task_id, seq, stream, when, bytearray(data)]
+            run = [task_id, seq, stream, when, data]
             runs[task_id] = run
             add("chunk", run)
         elif item[0] == "task":
@@ -382,5 +389,6 @@ def _merge(items: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
     for kind, rows in batches:
         if kind == "chunk":
             for run in rows:
-                run[4] = bytes(run[4])
+                if isinstance(run[4], bytearray):
+                    run[4] = bytes(run[4])
     return batches

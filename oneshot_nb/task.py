@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import secrets
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
+from anyio.abc import ByteReceiveStream, Process, TaskGroup
 
 from .events import Listener, TaskEvent, notify
 from .log import BoundedLog, StreamDecoder
@@ -30,9 +31,11 @@ DEFAULT_MAX_LOG_BYTES = 1 << 20
 CHUNK_SIZE = 1 << 16
 # How often a stopping task looks whether its process group is gone before the grace ends.
 GROUP_POLL = 0.05
-# How long a SIGKILLed group may take to vanish: a killed process is gone once it is next
-# scheduled (milliseconds); the bound only matters for zombies that nobody reaps.
-KILL_WAIT = 1.0
+# How long to wait for a SIGKILLed group to vanish: a killed process dies once it is next
+# scheduled (milliseconds, even on a loaded machine). Kept short because the group also
+# looks alive while a member is a zombie that init has not reaped yet, and some inits
+# (a container's, this sandbox's) reap only every second or so.
+KILL_WAIT = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +99,20 @@ class OneshotTask:
         # Awaited after each chunk read: lets a slow consumer (the store's disk) slow
         # the reading down, and so the process, instead of queueing without bound.
         self.output_gate: Callable[[], Awaitable[None]] | None = None
+        # Asked before each chunk is decoded and sent out as an event: the orchestrator
+        # answers whether anyone listens, so unwatched output costs no decoding.
+        self.output_wanted: Callable[[], bool] | None = None
         self.bytes_written = {"stdout": 0, "stderr": 0}
         self.last_activity = time.monotonic()
         self._log = BoundedLog(self.max_log_bytes)
         self._next_reason: str | None = None
         self._ran = False
         self._settled = False
+        self._idle = False  # machine.IDLE.is_active, kept by _on_transition: read per chunk
         self._done: anyio.Event | None = None
-        self._interrupted: anyio.Event | None = None
-        self._resumed: anyio.Event | None = None
+        self._watchers: TaskGroup | None = None
+        self._group: ProcessGroup | None = None
+        self._stopped: anyio.Event | None = None
         self._state_waiters: list[anyio.Event] = []
         self._slot_wait: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -270,8 +278,7 @@ class OneshotTask:
 
     async def _supervise(self, process: Process) -> None:
         self.pid = process.pid
-        group = ProcessGroup(process.pid)
-        self._interrupted = anyio.Event()
+        self._group = group = ProcessGroup(process.pid)
         self.machine.process = group
         if not self.machine.CREATED.is_active:
             with anyio.CancelScope(shield=True):
@@ -279,22 +286,30 @@ class OneshotTask:
             return
         self.started_at = time.time()
         self.last_activity = time.monotonic()
+        self._stopped = anyio.Event()
         self.machine.start()
+        assert process.stdout is not None and process.stderr is not None
         try:
-            async with anyio.create_task_group() as watchers:
-                watchers.start_soon(self._watch_silence)
-                watchers.start_soon(self._watch_timeout)
-                stopped = anyio.Event()
-                watchers.start_soon(self._enforce_stop, group, stopped)
-                async with anyio.create_task_group() as pumps:
-                    assert process.stdout is not None and process.stderr is not None
-                    pumps.start_soon(self._pump, process.stdout, "stdout")
-                    pumps.start_soon(self._pump, process.stderr, "stderr")
+            # Few tasks, and none cancelled on the way out: the watchers return by
+            # themselves once the state is final. This keeps the cost of a short command
+            # close to that of the process itself.
+            async with anyio.create_task_group() as self._watchers:
+                if self.idle_after is not None:
+                    self._watchers.start_soon(self._watch_silence)
+                if self.timeout is not None:
+                    self._watchers.start_soon(self._watch_timeout)
+                if self.machine.INTERRUPTED.is_active:
+                    self._watchers.start_soon(self._enforce_stop)  # stopped while starting
+                stderr_done = anyio.Event()
+                self._watchers.start_soon(self._pump, process.stderr, "stderr", stderr_done)
+                await self._pump(process.stdout, "stdout", None)
+                await stderr_done.wait()
                 self.returncode = await process.wait()
                 if self.machine.INTERRUPTED.is_active:
-                    await stopped.wait()
-                watchers.cancel_scope.cancel()
+                    await self._stopped.wait()
+                self._conclude()
         except BaseException:
+            self._watchers = None
             with anyio.CancelScope(shield=True):
                 self.interrupt("shutdown")
                 with anyio.move_on_after(self.grace):
@@ -302,7 +317,8 @@ class OneshotTask:
                 await _kill_group(group)
                 self.returncode = await process.wait()
             raise
-        self._conclude()
+        finally:
+            self._watchers = None
 
     def _conclude(self) -> None:
         if self.state.is_final:
@@ -315,7 +331,7 @@ class OneshotTask:
             self._next_reason = "signal" if code is not None and code < 0 else "exit"
             self.machine.fail()
 
-    async def _pump(self, stream: ByteReceiveStream, name: str) -> None:
+    async def _pump(self, stream: ByteReceiveStream, name: str, done: anyio.Event | None) -> None:
         decoder = StreamDecoder()
         try:
             while True:
@@ -323,51 +339,69 @@ class OneshotTask:
                     data = await stream.receive(CHUNK_SIZE)
                 except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                     break
-                self._on_output(name, data, decoder.decode(data))
+                self.last_activity = time.monotonic()
+                self.bytes_written[name] += len(data)
+                if self._idle:
+                    self.machine.detect_activity()
+                self._log.append(name, data)
+                if self.listeners and (self.output_wanted is None or self.output_wanted()):
+                    self._emit_output(name, data, decoder.decode(data))
                 if self.output_gate is not None:
                     await self.output_gate()
         finally:
             rest = decoder.decode(b"", final=True)
-            if rest:
-                self._on_output(name, b"", rest)
+            if rest and self.listeners:
+                self._emit_output(name, b"", rest)
+            if done is not None:
+                done.set()
 
-    def _on_output(self, name: str, data: bytes, text: str) -> None:
-        self.last_activity = time.monotonic()
-        self.bytes_written[name] += len(data)
-        if self.machine.IDLE.is_active:
-            self.machine.detect_activity()
-        self._log.append(name, text, len(data))
-        if self.listeners:
-            event = TaskEvent(self.id, "output", time.time(), stream=name, data=data, text=text)
-            notify(self.listeners, event)
+    def _emit_output(self, name: str, data: bytes, text: str) -> None:
+        notify(
+            self.listeners,
+            TaskEvent(self.id, "output", time.time(), stream=name, data=data, text=text),
+        )
 
     async def _watch_silence(self) -> None:
         """RUNNING -> IDLE once `idle_after` passes with no output: a sleep to the
-        deadline, not a poll, so the transition comes on time and costs nothing."""
-        if self.idle_after is None:
-            return
-        while True:
+        deadline, not a poll, so the transition comes on time and costs nothing.
+        Returns once the task has ended."""
+        assert self.idle_after is not None
+        while not self.state.is_final:
             if self.machine.RUNNING.is_active:
                 silent = time.monotonic() - self.last_activity
                 if silent >= self.idle_after:
                     self.machine.detect_silence()
-                else:
-                    await anyio.sleep(self.idle_after - silent)
-            elif self.machine.IDLE.is_active:
-                self._resumed = anyio.Event()
-                await self._resumed.wait()
+                    continue
+                await self._sleep_or_wake(self.idle_after - silent)
             else:
-                return
+                await self._sleep_or_wake(None)
 
     async def _watch_timeout(self) -> None:
-        if self.timeout is not None:
-            await anyio.sleep(self.timeout)
-            self.interrupt("timeout")
+        assert self.timeout is not None
+        deadline = time.monotonic() + self.timeout
+        while not self.state.is_final:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.interrupt("timeout")
+                return
+            await self._sleep_or_wake(remaining)
 
-    async def _enforce_stop(self, group: ProcessGroup, stopped: anyio.Event) -> None:
+    async def _sleep_or_wake(self, seconds: float | None) -> None:
+        """Sleep `seconds` (None: for ever), or until the next transition."""
+        wake = anyio.Event()
+        self._state_waiters.append(wake)
+        if seconds is None:
+            await wake.wait()
+        else:
+            with anyio.move_on_after(seconds):
+                await wake.wait()
+            if not wake.is_set():
+                self._state_waiters.remove(wake)
+
+    async def _enforce_stop(self) -> None:
         """After the interrupt's SIGTERM, SIGKILL whatever of the group outlives `grace`."""
-        assert self._interrupted is not None
-        await self._interrupted.wait()
+        group = self._group
+        assert group is not None and self._stopped is not None
         deadline = time.monotonic() + self.grace
         while group_alive(group.pgid):
             remaining = deadline - time.monotonic()
@@ -375,7 +409,7 @@ class OneshotTask:
                 await _kill_group(group)
                 break
             await anyio.sleep(min(GROUP_POLL, remaining))
-        stopped.set()
+        self._stopped.set()
 
     # -- callbacks from the state machine ----------------------------------------------
 
@@ -387,21 +421,23 @@ class OneshotTask:
             self.reason = reason
             self.ended_at = now
         self.transitions.append(Transition(event, source, target, now, reason))
-        if target is TaskState.INTERRUPTED:
-            if self._interrupted is not None:
-                self._interrupted.set()
-            if self._slot_wait is not None:
-                self._slot_wait.cancel()
-        if target is TaskState.RUNNING and self._resumed is not None:
-            self._resumed.set()
-        waiters, self._state_waiters = self._state_waiters, []
-        for waiter in waiters:
-            waiter.set()
+        self._idle = target is TaskState.IDLE
         if self.listeners:
             notify(
                 self.listeners,
                 TaskEvent(self.id, "transition", now, event, source, target, reason),
             )
+        # What follows schedules work on the loop; at interpreter exit the loop is closed
+        # and refuses, but the transition above has been made and told all the same.
+        with contextlib.suppress(RuntimeError):
+            if target is TaskState.INTERRUPTED:
+                if self._watchers is not None:
+                    self._watchers.start_soon(self._enforce_stop)
+                if self._slot_wait is not None:
+                    self._slot_wait.cancel()
+            waiters, self._state_waiters = self._state_waiters, []
+            for waiter in waiters:
+                waiter.set()
         if target.is_final and not self._ran:
             self._settle()  # never run, so no run() will settle it
 

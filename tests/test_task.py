@@ -1,0 +1,780 @@
+"""OneshotTask with real processes: spawning, output, exit, stop, idle, records, arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+import sys
+import time
+from typing import Any
+
+import anyio
+import pytest
+from helpers import group_gone, process_gone, py, wait_for_line, wait_until
+
+from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
+from oneshot_nb.task import DEFAULT_MAX_LOG_BYTES
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+GRACE = 0.3
+
+
+def record(task: OneshotTask) -> list[TaskEvent]:
+    events: list[TaskEvent] = []
+    task.listeners.append(events.append)
+    return events
+
+
+def stream_bytes(events: list[TaskEvent], stream: str) -> bytes:
+    return b"".join(e.data for e in events if e.kind == "output" and e.stream == stream)
+
+
+def edges(task: OneshotTask) -> list[tuple[TaskState, TaskState]]:
+    return [(t.source, t.target) for t in task.transitions]
+
+
+def reaped(pid: int) -> bool:
+    """True when `pid` is not a child of ours waiting to be reaped."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+# -- commands, cwd, env, stdin, session ----------------------------------------------------
+
+
+async def test_shell_string_runs_through_the_shell():
+    """A string is a shell command line, like IPython's `!`: expansion and `&&` work."""
+    task = OneshotTask("x=4; echo $((x + 1)) && echo second")
+    assert await task.run() is TaskState.COMPLETED
+    assert task.output == "5\nsecond\n"
+
+
+async def test_argv_list_runs_without_a_shell():
+    """A list is an argv: an argument with spaces and `$` arrives verbatim."""
+    task = OneshotTask([*py("import sys; print(sys.argv[1])"), "a  b $HOME"])
+    assert await task.run() is TaskState.COMPLETED
+    assert task.output == "a  b $HOME\n"
+
+
+async def test_cwd_sets_the_working_directory(tmp_path):
+    """`cwd=` is where the process runs (a PathLike is accepted)."""
+    task = OneshotTask(py("import os; print(os.getcwd())"), cwd=tmp_path)
+    assert task.cwd == str(tmp_path)
+    assert await task.run() is TaskState.COMPLETED
+    assert task.output.strip() == os.path.realpath(tmp_path)
+
+
+async def test_env_is_merged_over_the_parent_environment(monkeypatch):
+    """`env=` adds and overrides variables; the parent's others stay visible."""
+    monkeypatch.setenv("ONESHOT_TEST_INHERITED", "from parent")
+    monkeypatch.setenv("ONESHOT_TEST_SHADOWED", "from parent")
+    code = """
+        import json, os
+        keys = ["ONESHOT_TEST_INHERITED", "ONESHOT_TEST_SHADOWED", "ONESHOT_TEST_ADDED",
+                "ONESHOT_TASK_ID"]
+        print(json.dumps({k: os.environ.get(k) for k in keys}))
+    """
+    task = OneshotTask(
+        py(code), env={"ONESHOT_TEST_SHADOWED": "override", "ONESHOT_TEST_ADDED": "added"}
+    )
+    assert await task.run() is TaskState.COMPLETED
+    assert json.loads(task.output) == {
+        "ONESHOT_TEST_INHERITED": "from parent",
+        "ONESHOT_TEST_SHADOWED": "override",
+        "ONESHOT_TEST_ADDED": "added",
+        "ONESHOT_TASK_ID": task.id,
+    }
+
+
+async def test_task_id_is_in_the_environment_without_env():
+    """ONESHOT_TASK_ID is set even when no `env=` is given."""
+    task = OneshotTask(py("import os; print(os.environ['ONESHOT_TASK_ID'])"), task_id="abc123")
+    assert await task.run() is TaskState.COMPLETED
+    assert task.output == "abc123\n"
+
+
+async def test_stdin_is_closed_so_a_reader_gets_eof():
+    """A command that reads stdin must see EOF at once, not hang waiting for input."""
+    task = OneshotTask(py("import sys; print(repr(sys.stdin.read()))"))
+    with anyio.fail_after(10):
+        assert await task.run() is TaskState.COMPLETED
+    assert task.output == "''\n"
+
+
+async def test_process_gets_its_own_session_and_group():
+    """The child leads a new session and group, so a signal to the group reaches only it."""
+    task = OneshotTask(py("import os; print(os.getpid(), os.getpgid(0), os.getsid(0))"))
+    assert await task.run() is TaskState.COMPLETED
+    pid, pgid, sid = map(int, task.output.split())
+    assert pid == task.pid
+    assert pgid == pid
+    assert sid == pid
+    assert sid != os.getsid(0)
+
+
+# -- stopping ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(15)
+async def test_stop_kills_grandchildren(tmp_path):
+    """Stopping kills the whole process group, including a child's own children."""
+    pid_file = tmp_path / "grandchild.pid"
+    grandchild = f"""
+        import os, time
+        with open({str(pid_file) + ".tmp"!r}, "w") as f:
+            f.write(str(os.getpid()))
+        os.rename({str(pid_file) + ".tmp"!r}, {str(pid_file)!r})
+        time.sleep(100)
+    """
+    child = f"""
+        import subprocess, time
+        subprocess.Popen({py(grandchild)!r})
+        time.sleep(100)
+    """
+    task = OneshotTask(py(child), grace=GRACE)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_until(pid_file.exists, timeout=10)
+        grandchild_pid = int(pid_file.read_text())
+        assert not process_gone(grandchild_pid)
+        task.stop()
+        assert await task.wait() is TaskState.INTERRUPTED
+    assert task.pid is not None
+    assert group_gone(task.pid)
+    assert process_gone(grandchild_pid)
+
+
+@pytest.mark.timeout(15)
+async def test_stop_kills_background_jobs_of_a_shell_command(tmp_path):
+    """A shell's `&` job is in the task's group and dies with it."""
+    pid_file = tmp_path / "job.pid"
+    task = OneshotTask(f"sleep 100 & echo $! > {pid_file}; wait", grace=GRACE)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=10)
+        job_pid = int(pid_file.read_text())
+        task.stop()
+        await task.wait()
+    assert task.state is TaskState.INTERRUPTED
+    assert process_gone(job_pid)
+    assert group_gone(task.pid)
+
+
+@pytest.mark.timeout(15)
+async def test_process_ignoring_sigterm_is_killed_after_grace():
+    """SIGTERM ignored: SIGKILL follows once `grace` has passed, and the task is INTERRUPTED."""
+    code = """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        time.sleep(100)
+    """
+    task = OneshotTask(py(code), grace=GRACE)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_for_line(task, "ready")
+        started = time.monotonic()
+        task.stop()
+        await task.wait()
+        took = time.monotonic() - started
+    assert task.returncode == -9
+    assert task.state is TaskState.INTERRUPTED
+    assert task.reason == "stopped"
+    assert GRACE - 0.05 <= took < GRACE + 2.0
+
+
+@pytest.mark.timeout(15)
+async def test_process_handling_sigterm_gets_to_clean_up_before_grace():
+    """SIGTERM handled: the handler's last words are kept and no SIGKILL waits for grace."""
+    code = """
+        import signal, sys, time
+        def bye(signum, frame):
+            sys.stdout.write("bye\\n"); sys.stdout.flush()
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, bye)
+        sys.stdout.write("ready\\n"); sys.stdout.flush()
+        time.sleep(100)
+    """
+    grace = 5.0
+    task = OneshotTask(py(code), grace=grace)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_for_line(task, "ready")
+        started = time.monotonic()
+        task.stop()
+        await task.wait()
+        took = time.monotonic() - started
+    assert task.output == "ready\nbye\n"
+    assert task.returncode == 0
+    assert task.state is TaskState.INTERRUPTED
+    assert took < grace - 1.0
+
+
+async def test_stop_is_synchronous_idempotent_and_keeps_output():
+    """stop(): INTERRUPTED at once, one transition however often called, output kept, reaped."""
+    task = OneshotTask(py("import time; print('before', flush=True); time.sleep(100)"),
+                       grace=GRACE)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_for_line(task, "before")
+        task.stop()
+        assert task.state is TaskState.INTERRUPTED
+        task.stop()
+        await task.wait()
+    task.stop()
+    assert task.state is TaskState.INTERRUPTED
+    assert [t.target for t in task.transitions].count(TaskState.INTERRUPTED) == 1
+    assert task.reason == "stopped"
+    assert task.output == "before\n"
+    assert task.returncode == -15
+    assert task.done
+    assert reaped(task.pid)
+    assert process_gone(task.pid)
+
+
+async def test_stop_on_a_finished_task_is_a_no_op():
+    """A completed task stays COMPLETED with its reason; stop() changes nothing."""
+    task = OneshotTask(py("print('done')"))
+    await task.run()
+    before = list(task.transitions)
+    task.stop()
+    assert task.state is TaskState.COMPLETED
+    assert task.reason == "exit"
+    assert task.transitions == before
+
+
+async def test_stop_from_another_thread_is_handed_to_the_loop():
+    """A button callback on another thread may call stop(); the loop carries it out."""
+    task = OneshotTask(py("import time; print('up', flush=True); time.sleep(100)"), grace=GRACE)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_for_line(task, "up")
+        await anyio.to_thread.run_sync(task.stop)
+        with anyio.fail_after(5):
+            assert await task.wait() is TaskState.INTERRUPTED
+    assert task.reason == "stopped"
+
+
+async def test_task_stopped_while_waiting_for_a_slot_never_spawns():
+    """A CREATED task that is stopped gives up its place: no pid, no RUNNING, INTERRUPTED."""
+    async with AsyncOrchestrator(limit=1, grace=GRACE) as orch:
+        ahead = orch.submit(py("import time; print('busy', flush=True); time.sleep(100)"))
+        waiting = orch.submit(py("print('must not run')"))
+        await wait_for_line(ahead, "busy")
+        assert waiting.state is TaskState.CREATED
+        waiting.stop()
+        assert await waiting.wait() is TaskState.INTERRUPTED
+        ahead.stop()
+        await ahead.wait()
+        # The abandoned wait must not have leaked the only slot.
+        after = orch.submit(py("print('next')"))
+        assert await after.wait() is TaskState.COMPLETED
+        assert after.slot == 0
+    assert waiting.pid is None
+    assert waiting.started_at is None
+    assert edges(waiting) == [(TaskState.CREATED, TaskState.INTERRUPTED)]
+    assert waiting.reason == "stopped"
+    assert waiting.output == ""
+
+
+async def test_stop_before_run_ends_the_task_without_a_process():
+    """A task stopped before it ever ran is INTERRUPTED and settled; run() then spawns nothing."""
+    task = OneshotTask(py("print('must not run')"))
+    task.stop()
+    assert task.done
+    assert await task.wait() is TaskState.INTERRUPTED
+    assert await task.run() is TaskState.INTERRUPTED
+    assert task.pid is None
+    assert edges(task) == [(TaskState.CREATED, TaskState.INTERRUPTED)]
+
+
+async def test_stop_while_spawning_kills_the_whole_group_before_wait_returns(
+    monkeypatch, tmp_path
+):
+    """A stop that lands while the process is being spawned: the task never becomes RUNNING,
+    and its group, children included, is gone by the time wait() returns.
+
+    Regression: this path sent SIGKILL and returned at once, so a child that had not been
+    scheduled since could still be alive after `await task.wait()`.
+    """
+    import oneshot_nb.task as task_module
+
+    pid_file = tmp_path / "child.pid"
+    child = f"""
+        import os, time
+        with open({str(pid_file) + ".tmp"!r}, "w") as f:
+            f.write(str(os.getpid()))
+        os.rename({str(pid_file) + ".tmp"!r}, {str(pid_file)!r})
+        time.sleep(100)
+    """
+    parent = f"""
+        import subprocess, time
+        subprocess.Popen({py(child)!r})
+        time.sleep(100)
+    """
+    real_spawn = task_module.spawn
+    task = OneshotTask(py(parent), grace=GRACE)
+
+    async def spawn_then_stop(*args: Any) -> Any:
+        process = await real_spawn(*args)
+        await wait_until(pid_file.exists, timeout=10)
+        task.stop()
+        return process
+
+    monkeypatch.setattr(task_module, "spawn", spawn_then_stop)
+    with anyio.fail_after(10):
+        assert await task.run() is TaskState.INTERRUPTED
+    child_pid = int(pid_file.read_text())
+    assert edges(task) == [(TaskState.CREATED, TaskState.INTERRUPTED)]
+    assert task.started_at is None
+    assert task.pid is not None
+    assert process_gone(child_pid)
+    assert group_gone(task.pid)
+    assert reaped(task.pid)
+
+
+async def test_cancelled_run_kills_the_process_and_ends_in_shutdown():
+    """Cancelling run() terminates the group (SIGKILL after grace), reaps, and re-raises."""
+    code = """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        time.sleep(100)
+    """
+    task = OneshotTask(py(code), grace=GRACE)
+    with anyio.fail_after(10), anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(task.run)
+            await wait_for_line(task, "ready")
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert task.state is TaskState.INTERRUPTED
+    assert task.reason == "shutdown"
+    assert task.returncode == -9
+    assert task.done
+    assert group_gone(task.pid)
+    assert reaped(task.pid)
+
+
+async def test_cancelling_wait_leaves_the_task_running():
+    """wait() is only a wait: giving up on it must not stop the task."""
+    task = OneshotTask(py("import time; print('up', flush=True); time.sleep(100)"), grace=GRACE)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_for_line(task, "up")
+        with anyio.move_on_after(0.05) as scope:
+            await task.wait()
+        assert scope.cancelled_caught
+        assert task.state is TaskState.RUNNING
+        assert not task.done
+        task.stop()
+    assert task.state is TaskState.INTERRUPTED
+
+
+async def test_timeout_interrupts_with_reason_timeout():
+    """`timeout=` ends a task that runs too long as INTERRUPTED, reason "timeout"."""
+    task = OneshotTask(py("import time; time.sleep(100)"), timeout=0.3, grace=GRACE)
+    with anyio.fail_after(10):
+        assert await task.run() is TaskState.INTERRUPTED
+    assert task.reason == "timeout"
+    assert group_gone(task.pid)
+
+
+async def test_timeout_does_not_touch_a_task_that_ends_first():
+    """A task that finishes within its timeout completes normally."""
+    task = OneshotTask(py("print('quick')"), timeout=30)
+    assert await task.run() is TaskState.COMPLETED
+    assert task.reason == "exit"
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+async def test_stdout_and_stderr_are_drained_concurrently_byte_exact():
+    """2 MiB to each stream, interleaved in blocks larger than a pipe: no deadlock, no loss."""
+    code = """
+        import random, sys
+        size, step = 2 * 1024 * 1024, 100_000
+        out = random.Random(1).randbytes(size)
+        err = random.Random(2).randbytes(size)
+        for i in range(0, size, step):
+            sys.stderr.buffer.write(err[i:i + step]); sys.stderr.buffer.flush()
+            sys.stdout.buffer.write(out[i:i + step]); sys.stdout.buffer.flush()
+    """
+    import random
+
+    task = OneshotTask(py(code))
+    events = record(task)
+    with anyio.fail_after(15):
+        assert await task.run() is TaskState.COMPLETED
+    size = 2 * 1024 * 1024
+    assert stream_bytes(events, "stdout") == random.Random(1).randbytes(size)
+    assert stream_bytes(events, "stderr") == random.Random(2).randbytes(size)
+    assert task.bytes_written == {"stdout": size, "stderr": size}
+
+
+PAYLOAD_CODE = """
+    import string, sys
+    alphabet = (string.ascii_letters + string.digits).encode()
+    sys.stdout.buffer.write((alphabet * (10_000_000 // len(alphabet) + 1))[:10_000_000])
+"""
+
+
+def ten_megabytes() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return (alphabet * (10_000_000 // len(alphabet) + 1))[:10_000_000]
+
+
+@pytest.mark.timeout(20)
+async def test_ten_megabyte_line_without_newline_is_kept_whole_when_it_fits():
+    """A huge line with no newline arrives exactly and, under a large bound, is kept whole."""
+    task = OneshotTask(py(PAYLOAD_CODE), max_log_bytes=16 << 20)
+    events = record(task)
+    assert await task.run() is TaskState.COMPLETED
+    expected = ten_megabytes()
+    assert stream_bytes(events, "stdout") == expected.encode()
+    assert task.output == expected
+    assert task.output_dropped == 0
+
+
+@pytest.mark.timeout(20)
+async def test_ten_megabyte_line_keeps_its_tail_under_the_default_bound():
+    """With the default 1 MiB bound the log is the newest 1 MiB and the rest is counted."""
+    task = OneshotTask(py(PAYLOAD_CODE))
+    events = record(task)
+    assert await task.run() is TaskState.COMPLETED
+    expected = ten_megabytes()
+    assert sum(len(e.data) for e in events if e.kind == "output") == 10_000_000
+    assert task.output == expected[-DEFAULT_MAX_LOG_BYTES:]
+    assert task.output_dropped == 10_000_000 - DEFAULT_MAX_LOG_BYTES
+
+
+async def test_multibyte_character_split_across_writes_is_decoded_whole():
+    """A character whose bytes arrive in separate reads is decoded once, never as U+FFFD."""
+    code = """
+        import sys, time
+        for byte in "é€😀".encode():
+            sys.stdout.buffer.write(bytes([byte])); sys.stdout.buffer.flush()
+            time.sleep(0.02)
+    """
+    task = OneshotTask(py(code))
+    events = record(task)
+    assert await task.run() is TaskState.COMPLETED
+    outputs = [e for e in events if e.kind == "output"]
+    assert "".join(e.text for e in outputs) == "é€😀"
+    assert task.output == "é€😀"
+    assert "\ufffd" not in task.output
+
+    def whole(data: bytes) -> bool:
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    # The test means something only if some read did cut a character.
+    assert not all(whole(e.data) for e in outputs)
+
+
+async def test_invalid_utf8_becomes_replacement_characters():
+    """Bytes that are not UTF-8 are shown as U+FFFD and do not stop the task."""
+    code = "import sys; sys.stdout.buffer.write(b'ok \\xff\\xfe end\\n')"
+    task = OneshotTask(py(code))
+    events = record(task)
+    assert await task.run() is TaskState.COMPLETED
+    assert task.output == "ok \ufffd\ufffd end\n"
+    assert stream_bytes(events, "stdout") == b"ok \xff\xfe end\n"
+
+
+async def test_nul_bytes_survive_in_data_and_text():
+    """NUL bytes in output are ordinary characters: kept in `data` and `text`."""
+    code = "import sys; sys.stdout.buffer.write(b'a\\x00b\\x00'); sys.stderr.write('c\\0')"
+    task = OneshotTask(py(code))
+    events = record(task)
+    assert await task.run() is TaskState.COMPLETED
+    assert stream_bytes(events, "stdout") == b"a\x00b\x00"
+    assert task.read_output("stdout") == "a\x00b\x00"
+    assert task.read_output("stderr") == "c\x00"
+
+
+async def test_output_is_bounded_and_accounted_at_every_chunk():
+    """`output` never exceeds max_log_bytes and retained + dropped is all that was written."""
+    code = """
+        import sys
+        for i in range(400):
+            sys.stdout.write(chr(97 + i % 26) * ((i * 53) % 300 + (2500 if i % 97 == 0 else 0)))
+            sys.stdout.flush()
+    """
+    expected = "".join(
+        chr(97 + i % 26) * ((i * 53) % 300 + (2500 if i % 97 == 0 else 0)) for i in range(400)
+    )
+    bound = 1000
+    task = OneshotTask(py(code), max_log_bytes=bound)
+    seen = 0
+    problems: list[str] = []
+
+    def check(event: TaskEvent) -> None:
+        nonlocal seen
+        if event.kind != "output":
+            return
+        seen += len(event.data)
+        retained = len(task.output)
+        if retained > bound or retained + task.output_dropped != seen:
+            problems.append(f"retained {retained} dropped {task.output_dropped} seen {seen}")
+
+    task.listeners.append(check)
+    assert await task.run() is TaskState.COMPLETED
+    assert problems == []
+    assert seen == len(expected)
+    assert task.output == expected[-bound:]
+    assert task.output_dropped == len(expected) - bound
+
+
+# -- how a task ends ---------------------------------------------------------------------
+
+
+async def test_exit_zero_completes_with_reason_exit():
+    """Exit status 0 is COMPLETED, reason "exit"."""
+    task = OneshotTask(py("pass"))
+    assert await task.run() is TaskState.COMPLETED
+    assert (task.returncode, task.reason) == (0, "exit")
+
+
+async def test_nonzero_exit_fails_with_its_returncode():
+    """Exit status 3 is FAILED, returncode 3, reason "exit"."""
+    task = OneshotTask(py("import sys; sys.exit(3)"))
+    assert await task.run() is TaskState.FAILED
+    assert (task.returncode, task.reason) == (3, "exit")
+
+
+async def test_death_by_signal_fails_with_reason_signal():
+    """A process killed by a signal (not by us) is FAILED, returncode -signal, reason "signal"."""
+    task = OneshotTask(py("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
+    assert await task.run() is TaskState.FAILED
+    assert (task.returncode, task.reason) == (-9, "signal")
+
+
+async def test_missing_cwd_fails_from_created_without_raising(tmp_path):
+    """A spawn error is a FAILED state straight from CREATED with the error kept, no raise."""
+    missing = tmp_path / "no" / "such" / "dir"
+    task = OneshotTask(py("pass"), cwd=missing)
+    assert await task.run() is TaskState.FAILED
+    assert await task.wait() is TaskState.FAILED
+    assert edges(task) == [(TaskState.CREATED, TaskState.FAILED)]
+    assert task.reason == "spawn error"
+    assert task.error is not None
+    assert "FileNotFoundError" in task.error
+    assert task.pid is None
+    assert task.returncode is None
+    assert task.ended_at is not None
+    assert task.done
+
+
+async def test_missing_program_in_argv_mode_fails_from_created():
+    """An argv whose program does not exist cannot spawn: FAILED, reason "spawn error"."""
+    task = OneshotTask(["oneshot-nb-no-such-program-1f3a", "--flag"])
+    assert await task.run() is TaskState.FAILED
+    assert edges(task) == [(TaskState.CREATED, TaskState.FAILED)]
+    assert task.reason == "spawn error"
+    assert "oneshot-nb-no-such-program-1f3a" in (task.error or "")
+
+
+async def test_missing_program_in_shell_mode_fails_with_exit_127():
+    """Through the shell the spawn succeeds and the shell reports 127: a normal FAILED exit."""
+    task = OneshotTask("oneshot-nb-no-such-program-1f3a")
+    assert await task.run() is TaskState.FAILED
+    assert (task.returncode, task.reason) == (127, "exit")
+    assert "not found" in task.read_output("stderr")
+
+
+async def test_await_task_is_wait():
+    """`await task` returns the final state like `await task.wait()`."""
+    task = OneshotTask(py("print('x')"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        assert await task is TaskState.COMPLETED
+    assert await task is TaskState.COMPLETED
+    assert await task.wait() is TaskState.COMPLETED
+
+
+async def test_cwd_with_a_nul_byte_is_a_spawn_error():
+    """A cwd the OS cannot take (NUL byte) fails the task; it does not raise from run()."""
+    task = OneshotTask(py("pass"), cwd="/tmp/a\0b")
+    assert await task.run() is TaskState.FAILED
+    assert task.reason == "spawn error"
+    assert edges(task) == [(TaskState.CREATED, TaskState.FAILED)]
+
+
+async def test_wait_for_returns_once_the_task_reaches_a_state():
+    """wait_for("RUNNING") returns when the process has started; on a final task at once."""
+    task = OneshotTask(py("import time; time.sleep(100)"), grace=GRACE)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        with anyio.fail_after(10):
+            assert await task.wait_for("RUNNING") is TaskState.RUNNING
+        assert task.pid is not None
+        task.stop()
+    assert await task.wait_for(TaskState.RUNNING) is TaskState.INTERRUPTED
+
+
+async def test_a_task_runs_only_once():
+    """Running a task a second time is a programming error, not a second process."""
+    task = OneshotTask(py("pass"))
+    await task.run()
+    with pytest.raises(RuntimeError, match="already been run"):
+        await task.run()
+
+
+# -- idle detection ----------------------------------------------------------------------
+
+
+async def test_silence_goes_idle_on_time_and_output_resumes_running():
+    """No output for idle_after: IDLE within idle_after + 0.25 s; output again: RUNNING."""
+    idle_after = 0.3
+    code = """
+        import time
+        print("first", flush=True)
+        time.sleep(1.0)
+        print("second", flush=True)
+    """
+    task = OneshotTask(py(code), idle_after=idle_after)
+    events = record(task)
+    assert await task.run() is TaskState.COMPLETED
+    assert (TaskState.RUNNING, TaskState.IDLE) in edges(task)
+    assert (TaskState.IDLE, TaskState.RUNNING) in edges(task)
+    first = next(e for e in events if e.kind == "output" and "first" in e.text)
+    second = next(e for e in events if e.kind == "output" and "second" in e.text)
+    went_idle = next(
+        e for e in events
+        if e.kind == "transition" and e.target is TaskState.IDLE and e.time > first.time
+    )
+    assert idle_after - 0.02 <= went_idle.time - first.time <= idle_after + 0.25
+    woke = next(e for e in events if e.kind == "transition" and e.time > went_idle.time)
+    assert (woke.source, woke.target, woke.event) == (
+        TaskState.IDLE, TaskState.RUNNING, "detect_activity"
+    )
+    assert woke.time <= second.time + 0.25
+    assert edges(task)[-1] == (TaskState.RUNNING, TaskState.COMPLETED)
+
+
+async def test_task_that_exits_while_idle_completes_from_idle():
+    """A silent process that then exits 0 goes IDLE -> COMPLETED."""
+    task = OneshotTask(py("import time; time.sleep(0.6)"), idle_after=0.2)
+    assert await task.run() is TaskState.COMPLETED
+    assert edges(task)[-1] == (TaskState.IDLE, TaskState.COMPLETED)
+
+
+async def test_idle_after_none_disables_idle_detection():
+    """idle_after=None means a silent task stays RUNNING."""
+    task = OneshotTask(py("import time; time.sleep(0.4)"), idle_after=None)
+    assert await task.run() is TaskState.COMPLETED
+    assert edges(task) == [
+        (TaskState.CREATED, TaskState.RUNNING), (TaskState.RUNNING, TaskState.COMPLETED)
+    ]
+
+
+# -- records -----------------------------------------------------------------------------
+
+
+async def test_task_records_what_happened(tmp_path):
+    """id, name, command, cwd, timestamps in order, returncode, reason, timed transitions."""
+    command = py("import sys; sys.exit(2)")
+    task = OneshotTask(command, cwd=tmp_path)
+    assert isinstance(task.id, str) and task.id
+    assert task.command == command
+    assert task.cwd == str(tmp_path)
+    assert (task.started_at, task.ended_at, task.returncode, task.reason) == (
+        None, None, None, None
+    )
+    assert task.state is TaskState.CREATED
+    assert await task.run() is TaskState.FAILED
+    assert task.created_at <= task.started_at <= task.ended_at
+    assert task.returncode == 2
+    assert task.reason == "exit"
+    assert task.elapsed == task.ended_at - task.started_at
+    assert [(t.event, t.source, t.target, t.reason) for t in task.transitions] == [
+        ("start", TaskState.CREATED, TaskState.RUNNING, None),
+        ("fail", TaskState.RUNNING, TaskState.FAILED, "exit"),
+    ]
+    start, fail = task.transitions
+    assert task.started_at <= start.time <= fail.time
+    assert fail.time == task.ended_at
+
+
+def test_default_name_is_derived_from_the_command():
+    """Without `name=`, the command's words (whitespace collapsed, 40 characters at most)."""
+    assert OneshotTask("echo   hello\n  world").name == "echo hello world"
+    assert OneshotTask(["ls", "-l", "/tmp"]).name == "ls -l /tmp"
+    long = OneshotTask("echo " + "x" * 100).name
+    assert len(long) == 40 and long.endswith("…") and long.startswith("echo xxx")
+    assert OneshotTask("true", name="mine", task_id="id-1").name == "mine"
+    assert OneshotTask("true", task_id="id-1").id == "id-1"
+
+
+def test_task_ids_are_unique():
+    """Ids key the registry and the store; two tasks must never share one."""
+    assert len({OneshotTask("true").id for _ in range(200)}) == 200
+
+
+# -- bad arguments -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "options", "named"),
+    [
+        ("", {}, "command"),
+        ("   \n", {}, "command"),
+        ([], {}, "command"),
+        (["ls", 3], {}, "command"),
+        (b"ls", {}, "command"),
+        ("true", {"idle_after": -1}, "idle_after"),
+        ("true", {"idle_after": 0}, "idle_after"),
+        ("true", {"idle_after": float("nan")}, "idle_after"),
+        ("true", {"idle_after": True}, "idle_after"),
+        ("true", {"timeout": -0.5}, "timeout"),
+        ("true", {"timeout": 0}, "timeout"),
+        ("true", {"timeout": "5"}, "timeout"),
+        ("true", {"grace": -1}, "grace"),
+        ("true", {"grace": None}, "grace"),
+        ("true", {"max_log_bytes": -1}, "max_log_bytes"),
+        ("true", {"max_log_bytes": 1.5}, "max_log_bytes"),
+        ("true", {"env": {1: "x"}}, "env"),
+        ("true", {"env": {"KEY": 1}}, "env"),
+        ("true", {"env": {"": "x"}}, "env"),
+        ("true", {"env": {"A=B": "x"}}, "env"),
+        ("true", {"env": ["A"]}, "env"),
+        ("echo a\0b", {}, "command"),
+        (["echo", "a\0b"], {}, "command"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(command, options, named):
+    """A bad argument is refused up front, with a message naming it."""
+    with pytest.raises(ValueError, match=named):
+        OneshotTask(command, **options)
+
+
+def test_none_disables_and_zero_grace_is_allowed():
+    """idle_after/timeout None mean "never"; grace 0 means SIGKILL at once."""
+    task = OneshotTask("true", idle_after=None, timeout=None, grace=0, max_log_bytes=0)
+    assert (task.idle_after, task.timeout, task.grace, task.max_log_bytes) == (None, None, 0, 0)
+
+
+def test_bad_arguments_start_nothing(monkeypatch):
+    """Refused arguments must not spawn a process."""
+    calls = []
+
+    async def spawn(*args: object) -> None:
+        calls.append(args)
+
+    monkeypatch.setattr("oneshot_nb.task.spawn", spawn)
+    for bad in ({"idle_after": -1}, {"env": {"K": 2}}, {"grace": -1}):
+        with pytest.raises(ValueError):
+            OneshotTask("true", **bad)
+    assert calls == []
+    assert sys.modules["oneshot_nb.task"].spawn is spawn
