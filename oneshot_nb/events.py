@@ -26,7 +26,8 @@ class TaskEvent:
 
     A transition carries `event` (its name), `source`, `target` and `reason`; an output
     chunk carries `stream` ("stdout" or "stderr"), the raw `data` and its decoded `text`.
-    A `dropped` event stands where a slow subscriber lost `count` output events.
+    A `dropped` event stands where a slow subscriber lost `count` output events; its
+    `task_id` is that of the first event lost.
     """
 
     task_id: str
@@ -70,6 +71,7 @@ class Subscription:
         self._queue: deque[TaskEvent] = deque()
         self._outputs = 0
         self._gap = 0
+        self._gap_task = ""  # the task whose output was the first to be dropped
         self._closed = False
         self._on_close = on_close
         self._ready: anyio.Event | None = None
@@ -79,20 +81,22 @@ class Subscription:
             return
         if event.kind == "output":
             if self._outputs >= self.maxsize:
+                if not self._gap:
+                    self._gap_task = event.task_id
                 self._gap += 1
                 self.dropped += 1
                 return
-            self._flush_gap(event.task_id)
+            self._flush_gap()
             self._outputs += 1
         else:
-            self._flush_gap(event.task_id)
+            self._flush_gap()
         self._queue.append(event)
         self._wake()
 
-    def _flush_gap(self, task_id: str) -> None:
+    def _flush_gap(self) -> None:
         if self._gap:
             self._queue.append(
-                TaskEvent(task_id, "dropped", time.time(), count=self._gap)
+                TaskEvent(self._gap_task, "dropped", time.time(), count=self._gap)
             )
             self._gap = 0
 
@@ -115,7 +119,7 @@ class Subscription:
         while not self._queue:
             if self._closed:
                 if self._gap:
-                    self._flush_gap("")
+                    self._flush_gap()
                     continue
                 raise StopAsyncIteration
             self._ready = ready = anyio.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 
 import anyio
@@ -45,7 +46,49 @@ def signal_group(pgid: int, signum: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    return signal_group(pgid, 0)
+    """Whether any process of group `pgid` still runs.
+
+    A zombie does not count: it has exited and only waits for its parent to reap it.
+    Orphans are reaped by init, which in some containers and VMs does so late or
+    never; counting their zombies would make every stop wait out its whole grace.
+    """
+    if not signal_group(pgid, 0):
+        return False
+    running = _running_groups(fresh=False)
+    if running is not None and pgid not in running:
+        # A recent look may predate the group: only a fresh one may call it gone.
+        running = _running_groups(fresh=True)
+    return running is None or pgid in running
+
+
+_scan: tuple[float, frozenset[int] | None] = (float("-inf"), None)
+SCAN_TTL = 0.02  # stops poll together: one look at /proc serves them all
+
+
+def _running_groups(fresh: bool) -> frozenset[int] | None:
+    """The groups that have a member that is not a zombie (Linux /proc), or None where
+    /proc cannot tell."""
+    global _scan
+    now = time.monotonic()
+    if not fresh and now - _scan[0] < SCAN_TTL:
+        return _scan[1]
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        _scan = (now, None)
+        return None
+    groups = set()
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] not in (b"Z", b"X"):
+                groups.add(int(fields[2]))
+    _scan = (now, frozenset(groups))
+    return _scan[1]
 
 
 class ProcessGroup:

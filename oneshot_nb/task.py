@@ -34,7 +34,7 @@ GROUP_POLL = 0.05
 # How long to wait for a SIGKILLed group to vanish: a killed process dies once it is next
 # scheduled (milliseconds, even on a loaded machine). Kept short because the group also
 # looks alive while a member is a zombie that init has not reaped yet, and some inits
-# (a container's, this sandbox's) reap only every second or so.
+# (in containers and micro-VMs) reap only every second or so.
 KILL_WAIT = 0.25
 
 

@@ -215,6 +215,21 @@ async def test_subscription_announces_a_gap_left_at_close():
     assert [(e.kind, e.count) async for e in subscription] == [("output", 0), ("dropped", 3)]
 
 
+async def test_dropped_event_names_the_task_whose_output_was_lost_first():
+    """With several tasks, the gap is put on the task that lost output, not on whichever
+    task's event happened to come after it."""
+    subscription = Subscription(1, lambda s: None)
+    subscription.put(output("output", "a"))
+    subscription.put(output("output", "b"))
+    subscription.put(output("output", "a"))
+    subscription.put(transition(COMPLETED, "c"))
+    subscription.close()
+    received = [(e.kind, e.task_id, e.count) async for e in subscription]
+    assert received == [
+        ("output", "a", 0), ("dropped", "b", 2), ("transition", "c", 0)
+    ]
+
+
 async def test_closed_subscription_ignores_new_events_and_closes_once():
     """After close nothing is queued, and the hub is told only once."""
     closed: list[Subscription] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import string
 import sys
 import time
@@ -407,8 +408,6 @@ async def test_stdout_and_stderr_are_drained_concurrently_byte_exact():
             sys.stderr.buffer.write(err[i:i + step]); sys.stderr.buffer.flush()
             sys.stdout.buffer.write(out[i:i + step]); sys.stdout.buffer.flush()
     """
-    import random
-
     task = OneshotTask(py(code))
     events = record(task)
     with anyio.fail_after(15):
@@ -778,3 +777,22 @@ def test_bad_arguments_start_nothing(monkeypatch):
             OneshotTask("true", **bad)
     assert calls == []
     assert sys.modules["oneshot_nb.task"].spawn is spawn
+
+
+def test_a_group_of_zombies_only_counts_as_gone():
+    """A stop waits for the group to go; members that have exited and only wait to be
+    reaped (late, by a slow init) must not make it wait out the whole grace."""
+    import subprocess
+
+    from oneshot_nb.process import group_alive
+
+    child = subprocess.Popen(["true"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while not process_gone(child.pid):  # exited, not reaped: a zombie
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.killpg(child.pid, 0)  # the group still exists for the kernel...
+        assert not group_alive(child.pid)  # ...but nothing in it runs
+    finally:
+        child.wait()
