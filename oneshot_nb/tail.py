@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import deque
 
-MAX_LINES = 500
+MAX_LINES = 200  # a live view shows the newest lines; the whole log is in the history
 # An update's payload is this text JSON-encoded; control characters take up to 6 bytes
-# each there, so 32 KiB of text stays under 200 KiB on the wire whatever it holds.
-MAX_CHARS = 32 * 1024
+# each there, so 16 KiB of text stays under 100 KiB on the wire whatever it holds.
+MAX_CHARS = 16 * 1024
 
 
 class LogTail:
