@@ -11,10 +11,12 @@ import os
 import sqlite3
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import pytest
 
 from oneshot_nb import AsyncOrchestrator
 from oneshot_nb.store import Store
@@ -95,3 +97,18 @@ async def wait_for_line(task: Any, line: str, timeout: float = 10.0) -> None:
     separately, and a test that acts on the text alone can race the newline.
     """
     await wait_until(lambda: f"{line}\n" in task.output, timeout)
+
+
+def live_members(pgid: int) -> list[int]:
+    """Processes of group `pgid` that have not exited (zombies have: they only wait for
+    a parent to reap them, and an orphan's parent here is PID 1, which may never)."""
+    return [int(pid) for pid in _pids_in_group(pgid) if not process_gone(int(pid))]
+
+
+def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll `condition` from this thread until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.01)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import anyio
 import pytest
-from helpers import py, query, stored_orchestrator, wait_until
+from helpers import eventually, py, query, stored_orchestrator, wait_until
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -25,13 +25,6 @@ pytestmark = pytest.mark.timeout(30)
 DAY = 86400.0
 
 
-def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll `condition` from this thread until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.01)
 
 
 async def run_in_turn(path: str, *submits: tuple[object, dict]) -> list[OneshotTask]:

@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import group_gone
+from helpers import eventually, group_gone
 from jupyter_client.manager import start_new_kernel
 
 from oneshot_nb.task import DEFAULT_GRACE
@@ -107,12 +107,6 @@ def kernel() -> Iterator[Kernel]:
     kernel.shutdown(now=False)  # as a frontend does: the kernel stops its tasks
 
 
-def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.01)
 
 
 # -- scheduling ----------------------------------------------------------------------------

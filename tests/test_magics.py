@@ -4,11 +4,10 @@ loop in a background thread where no event loop runs (terminal IPython, scripts)
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from helpers import group_gone
+from helpers import eventually, group_gone
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import TraitError
@@ -20,13 +19,6 @@ from oneshot_nb.magics import OneshotMagics, load
 pytestmark = pytest.mark.timeout(30)
 
 
-def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll `condition` from this thread until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helpers import group_gone, process_gone, query
+from helpers import eventually, group_gone, live_members, process_gone, query
 from jupyter_client.manager import KernelManager, start_new_kernel
 
 from oneshot_nb import TaskState, history
@@ -29,13 +29,6 @@ pytestmark = pytest.mark.timeout(90)
 HOST = os.uname().nodename
 
 
-def eventually(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """Poll `condition` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.02)
 
 
 def gone_for_good(pid: int) -> bool:
@@ -121,12 +114,12 @@ def test_recovery_kills_a_group_that_ignores_sigterm_after_its_grace(tmp_path, s
     """SIGTERM first; whatever outlives the task's grace gets SIGKILL."""
     path = str(tmp_path / "history.sqlite3")
     stubborn = sleepers("sh", "-c", "trap '' TERM; sleep 30 & wait")
-    eventually(lambda: len(_group(stubborn.pid)) == 2)
+    eventually(lambda: len(live_members(stubborn.pid)) == 2, timeout=10)
     add_session(path, "dead", exited_pid(), 1)
     add_task(path, "stubborn", "dead", stubborn.pid, process_start_time(stubborn.pid), grace=0.3)
     assert recover_with_a_new_store(path) == ["stubborn"]
     assert stubborn.wait(5) == -signal.SIGKILL
-    eventually(lambda: group_gone(stubborn.pid))
+    eventually(lambda: group_gone(stubborn.pid), timeout=10)
 
 
 def test_recovery_stops_a_group_whose_leader_has_already_exited(tmp_path, sleepers):
@@ -135,12 +128,12 @@ def test_recovery_stops_a_group_whose_leader_has_already_exited(tmp_path, sleepe
     path = str(tmp_path / "history.sqlite3")
     leader = sleepers("sh", "-c", "sleep 30 & echo $!")
     leader_pid = leader.pid
-    eventually(lambda: len(_group(leader_pid)) == 1 and leader.poll() is not None)
-    [child] = _group(leader_pid)
+    eventually(lambda: len(live_members(leader_pid)) == 1 and leader.poll() is not None, timeout=10)
+    [child] = live_members(leader_pid)
     add_session(path, "dead", exited_pid(), 1)
     add_task(path, "left-behind", "dead", leader_pid, 12345)
     assert recover_with_a_new_store(path) == ["left-behind"]
-    eventually(lambda: process_gone(child) and group_gone(leader_pid))
+    eventually(lambda: process_gone(child) and group_gone(leader_pid), timeout=10)
 
 
 def test_recovery_never_signals_a_process_that_reused_the_pid(tmp_path, sleepers):
@@ -187,19 +180,6 @@ def test_recovery_settles_a_task_that_never_started(tmp_path):
     assert (record.state, record.reason) == (TaskState.INTERRUPTED, "kernel died")
 
 
-def _group(pgid: int) -> list[int]:
-    """Live members of process group `pgid`."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                members.append(int(entry))
-    return members
 
 
 # -- real kernels ---------------------------------------------------------------------------
@@ -332,7 +312,7 @@ def test_tasks_of_a_killed_kernel_are_stopped_and_settled_by_the_next(
         " 'kernel died' (see %oneshot_history)\n"
     )
     for _, pid in tasks.values():
-        eventually(lambda pid=pid: gone_for_good(pid))
+        eventually(lambda pid=pid: gone_for_good(pid), timeout=10)
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)
     found = {r.name: r for r in history(path=db)}

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import live_members
 
 try:
     from playwright.sync_api import Error as PlaywrightError
@@ -142,23 +143,6 @@ def test_log_streams_after_the_cell_has_finished(notebook):
 # -- 2. Stop ----------------------------------------------------------------------------
 
 
-def _live_members(pgid: int) -> list[int]:
-    """Processes of group `pgid` that have not exited (zombies have: they only wait for
-    a parent to reap them, and an orphan's parent here is PID 1, which may never)."""
-    alive = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            alive.append(int(entry))
-    return alive
-
-
 def _wait_group_gone(pgid: int, timeout: float) -> str:
     """Poll until no process of group `pgid` runs; say how it was seen to be gone."""
     deadline = time.monotonic() + timeout
@@ -167,9 +151,9 @@ def _wait_group_gone(pgid: int, timeout: float) -> str:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return "no such group"
-        if not _live_members(pgid):
+        if not live_members(pgid):
             return "only zombies left, awaiting PID 1"
-        assert time.monotonic() < deadline, f"group {pgid} alive: {_live_members(pgid)}"
+        assert time.monotonic() < deadline, f"group {pgid} alive: {live_members(pgid)}"
         time.sleep(0.05)  # poll interval
 
 
@@ -230,7 +214,7 @@ def test_stop_button_interrupts_and_kills_the_group(notebook):
     gone = time.monotonic() - clicked
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # the leader is reaped by the kernel, not just dead
-    assert child not in _live_members(pid)
+    assert child not in live_members(pid)
     print(
         f"\nstop: click -> INTERRUPTED shown {latency:.3f}s (in the page); "
         f"group gone {gone:.2f}s after the click ({how})"
