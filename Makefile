@@ -18,8 +18,9 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# JupyterLab refuses to run as root unless told; these machines run everything as root.
 lab: $(VENV)/.lab-installed
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # The browser tests drive Debian's Chromium: playwright's own browser download cannot
 # work on these machines. Installing it needs root (apt-get), as on CI.
