@@ -173,6 +173,22 @@ async def _b_end(wait_all, stop_all, read_bytes):
     print("@@RESULT@@" + json.dumps(result))
 """
 
+# The two scenarios that run %oneshot differ only in --quiet (no view shown).
+ONESHOT_SCENARIO = """\
+_b_begin()
+_b_tasks = [
+    get_ipython().run_line_magic("oneshot", f"FLAGS--name p{i} {_b_command(i)}")
+    for i in range(_B_TASKS)
+]
+async def _b_wait_all():
+    await asyncio.gather(*(t.wait() for t in _b_tasks))
+def _b_stop_all():
+    for t in _b_tasks:
+        t.stop()
+def _b_read():
+    return sum(sum(t.bytes_written.values()) for t in _b_tasks)
+"""
+
 SETUP = {
     "floor": """\
 _b_begin()
@@ -215,34 +231,8 @@ def _b_stop_all():
 def _b_read():
     return sum(sum(t.bytes_written.values()) for t in _b_tasks)
 """,
-    "quiet": """\
-_b_begin()
-_b_tasks = [
-    get_ipython().run_line_magic("oneshot", f"--quiet --name p{i} {_b_command(i)}")
-    for i in range(_B_TASKS)
-]
-async def _b_wait_all():
-    await asyncio.gather(*(t.wait() for t in _b_tasks))
-def _b_stop_all():
-    for t in _b_tasks:
-        t.stop()
-def _b_read():
-    return sum(sum(t.bytes_written.values()) for t in _b_tasks)
-""",
-    "oneshot": """\
-_b_begin()
-_b_tasks = [
-    get_ipython().run_line_magic("oneshot", f"--name p{i} {_b_command(i)}")
-    for i in range(_B_TASKS)
-]
-async def _b_wait_all():
-    await asyncio.gather(*(t.wait() for t in _b_tasks))
-def _b_stop_all():
-    for t in _b_tasks:
-        t.stop()
-def _b_read():
-    return sum(sum(t.bytes_written.values()) for t in _b_tasks)
-""",
+    "quiet": ONESHOT_SCENARIO.replace("FLAGS", "--quiet "),
+    "oneshot": ONESHOT_SCENARIO.replace("FLAGS", ""),
 }
 
 COLLECT = "await _b_end(_b_wait_all, _b_stop_all, _b_read)\n"
