@@ -193,8 +193,13 @@ class AsyncOrchestrator:
         task.output_gate = self.output_gate
         self._start_host()
         self._tasks[task.id] = task
-        task.listeners.append(self._hub.publish)
-        task.output_wanted = self._hub.wanted
+        publish = self._hub.publish
+        task.listeners.append(publish)
+        # Output is wanted by the orchestrator's listeners and subscribers, or by any
+        # listener of the task's own (a view).
+        task.output_wanted = lambda: self._hub.wanted() or any(
+            listener is not publish for listener in task.listeners
+        )
         self._hub.publish(TaskEvent(task.id, "submitted", time.time()))
         if self._group is not None:
             self._group.start_soon(self._run, task, slots, name=f"oneshot {task.id}")

@@ -418,3 +418,14 @@ async def test_a_raising_listener_is_logged_and_does_not_break_the_engine(caplog
     failures = [r for r in caplog.records if "listener" in r.getMessage()]
     assert failures
     assert all(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in failures)
+
+
+async def test_a_listener_of_the_task_gets_output_when_the_orchestrator_has_none():
+    """Output is not decoded when nobody listens; a view listening to one task is
+    somebody, even with no orchestrator listener (history off): its log must fill."""
+    async with AsyncOrchestrator(grace=0.3) as orch:
+        task = orch.submit(py("print('hello')"))
+        seen: list[str] = []
+        task.listeners.append(lambda event: seen.append(event.text))
+        await task.wait()
+    assert "".join(seen) == "hello\n"
