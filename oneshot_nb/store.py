@@ -2,13 +2,15 @@
 
 The loop thread only puts small records on a queue (`record`); one writer thread owns
 the write connection, merges what has queued into a transaction at most every
-`FLUSH_INTERVAL`, and commits. So a kernel killed with SIGKILL loses at most that much.
+`FLUSH_INTERVAL`, and commits. With the loop's own batching (HANDOFF_DELAY), a kernel
+killed with SIGKILL loses at most about a quarter of a second of output.
 If the database fails (disk full, locked too long, corrupt), the store turns itself off
 and says so once through `on_error`; tasks go on as if there were no store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -32,7 +34,9 @@ from .task import OneshotTask
 
 logger = logging.getLogger("oneshot_nb")
 
-FLUSH_INTERVAL = 0.2  # seconds: the most output a SIGKILLed kernel can lose
+FLUSH_INTERVAL = 0.2  # seconds the writer gathers records before committing them
+HANDOFF_DELAY = 0.05  # seconds the loop gathers records before handing them over
+HANDOFF_BYTES = 256 << 10  # ...or this much output, whichever comes first
 BUSY_TIMEOUT_MS = 10_000  # another kernel's transaction is short; waiting beats failing
 # Consecutive small chunks of one stream are stored as one row of up to this; a chunk
 # this large (a full read of a busy pipe) is stored as it came, without a copy.
@@ -152,7 +156,7 @@ class Store:
         self.session = uuid.uuid4().hex[:12]
         self.error: str | None = None
         self.lost_records = 0
-        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[tuple[Any, ...]] | None] = queue.SimpleQueue()
         # Two counters, each moved by one thread only, so neither needs a lock.
         self._bytes_in = 0
         self._bytes_out = 0
@@ -160,6 +164,10 @@ class Store:
         self._flushed = threading.Condition()
         self._written = 0
         self._put = 0
+        self._batch: list[tuple[Any, ...]] = []
+        self._batch_bytes = 0
+        self._batch_lock = threading.Lock()
+        self._handoff_timer: asyncio.TimerHandle | None = None
         self._db = connect(path)  # raises here, in the caller, when the file is unusable
         self._db.execute(
             "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
@@ -210,8 +218,36 @@ class Store:
         return _task_row(task, self.session)
 
     def _enqueue(self, item: tuple[Any, ...]) -> None:
-        self._put += 1
-        self._queue.put(item)
+        """Add a record to the batch that the loop hands to the writer as one piece.
+
+        Why batch: a queue item per chunk woke the writer thousands of times a second
+        under a flood, and each wake took the GIL from the loop. A batch goes at
+        HANDOFF_BYTES of output, after HANDOFF_DELAY, or at once for a flush.
+        """
+        with self._batch_lock:
+            self._batch.append(item)
+            if item[0] == "chunk":
+                self._batch_bytes += len(item[5])
+            urgent = item[0] == "flush" or self._batch_bytes >= HANDOFF_BYTES
+            if not urgent and self._handoff_timer is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    urgent = True  # no loop to come back later: hand it over now
+                else:
+                    self._handoff_timer = loop.call_later(HANDOFF_DELAY, self._handoff)
+        if urgent:
+            self._handoff()
+
+    def _handoff(self) -> None:
+        with self._batch_lock:
+            if self._handoff_timer is not None:
+                self._handoff_timer.cancel()
+                self._handoff_timer = None
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            self._put += len(batch)
+        if batch:
+            self._queue.put(batch)
 
     async def gate(self) -> None:
         """Wait while too much output is queued for the disk."""
@@ -230,6 +266,7 @@ class Store:
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the writer."""
         if self._thread.is_alive():
+            self._handoff()
             self._queue.put(None)
             self._thread.join(timeout)
 
@@ -264,17 +301,16 @@ class Store:
         whether close() asked the writer to stop."""
         items: list[tuple[Any, ...]] = []
         size = 0
-        item = self._queue.get()
+        batch = self._queue.get()
         deadline = time.monotonic() + FLUSH_INTERVAL
-        while item is not None:
-            items.append(item)
-            if item[0] == "chunk":
-                size += len(item[5])
+        while batch is not None:
+            items += batch
+            size += sum(len(item[5]) for item in batch if item[0] == "chunk")
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or size >= BATCH_BYTES or item[0] == "flush":
+            if remaining <= 0 or size >= BATCH_BYTES or batch[-1][0] == "flush":
                 return items, size, False
             try:
-                item = self._queue.get(timeout=remaining)
+                batch = self._queue.get(timeout=remaining)
             except queue.Empty:
                 return items, size, False
         return items, size, True
