@@ -142,6 +142,7 @@ class EventHub:
     def __init__(self) -> None:
         self.listeners: list[Listener] = []
         self._subscriptions: list[Subscription] = []
+        self._closed = False
 
     def publish(self, event: TaskEvent) -> None:
         if self.listeners:
@@ -150,14 +151,23 @@ class EventHub:
             subscription.put(event)
 
     def wanted(self) -> bool:
-        """Whether anyone listens or subscribes: output events are not made otherwise."""
-        return bool(self.listeners or self._subscriptions)
+        """Whether anyone listens or subscribes: output events are not made otherwise.
+
+        A listener with a false `wants_output` attribute (a table of states) does not
+        count.
+        """
+        return bool(self._subscriptions) or any(
+            getattr(listener, "wants_output", True) for listener in self.listeners
+        )
 
     def subscribe(self, maxsize: int = 1000) -> Subscription:
         subscription = Subscription(maxsize, self._subscriptions.remove)
         self._subscriptions.append(subscription)
+        if self._closed:
+            subscription.close()  # nothing more will come: iteration ends at once
         return subscription
 
     def close(self) -> None:
+        self._closed = True
         for subscription in tuple(self._subscriptions):
             subscription.close()

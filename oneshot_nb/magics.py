@@ -21,6 +21,7 @@ from .batch import Batch
 from .orchestrator import AsyncOrchestrator
 from .parsing import (
     check_cwd,
+    option_words,
     parse_env,
     seconds,
     seconds_or_zero,
@@ -122,9 +123,14 @@ class OneshotMagics(Magics):
         """The kernel's orchestrator, made on first use on the running loop, or on a
         background loop when none runs."""
         if self._orchestrator is None:
+            # Only a kernel's loop runs between cells; terminal IPython runs its loop
+            # just for cells that await, so tasks there get a loop of their own.
             try:
                 asyncio.get_running_loop()
+                running = getattr(self.shell, "kernel", None) is not None
             except RuntimeError:
+                running = False
+            if not running:
                 self._thread = BackgroundLoop()
             self._orchestrator = self._call(AsyncOrchestrator, self.limit, **self._options())
             if self.store is not None:
@@ -242,7 +248,7 @@ class OneshotMagics(Magics):
             await t.wait()
         """
         options, command = split_command(line)
-        args = parse_argstring(self.oneshot, options)
+        args = self.oneshot.parser.parse_args(option_words(options))
         if not command:
             raise UsageError("no command given: %oneshot [options] COMMAND")
         submit: dict[str, Any] = {"name": args.name, "env": parse_env(args.env)}

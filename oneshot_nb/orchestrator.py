@@ -192,6 +192,7 @@ class AsyncOrchestrator:
         task = OneshotTask(command, name=name, cwd=cwd, env=env, **options)
         task.output_gate = self.output_gate
         self._start_host()
+        task.bind_to_running_loop()
         self._tasks[task.id] = task
         publish = self._hub.publish
         task.listeners.append(publish)

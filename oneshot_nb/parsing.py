@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 
 from IPython.core.error import UsageError
 
@@ -26,9 +27,21 @@ def seconds(text: str) -> float:
 
 def seconds_or_zero(text: str) -> float:
     """argparse type: a number of seconds, 0 or more."""
-    if text.strip() in ("0", "0.0"):
-        return 0.0
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass
     return seconds(text)
+
+
+def option_words(options: str) -> list[str]:
+    """The options part of a line as the shell would split it (quotes and backslashes
+    taken away), so that `--name "my task"` names the task `my task`."""
+    try:
+        return shlex.split(options)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the options: {exc}") from None
 
 
 def whole_number(text: str) -> int:

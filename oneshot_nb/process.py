@@ -97,13 +97,23 @@ class ProcessGroup:
     def __init__(self, pgid: int) -> None:
         self.pgid = pgid
         self.terminate_requested = False
+        # Set once the group was seen gone: its id may then be handed to another
+        # process group, which must never get our signals.
+        self.gone = False
 
     def terminate(self) -> None:
         self.terminate_requested = True
-        signal_group(self.pgid, signal.SIGTERM)
+        if not self.gone:
+            signal_group(self.pgid, signal.SIGTERM)
 
     def kill(self) -> None:
-        signal_group(self.pgid, signal.SIGKILL)
+        if not self.gone:
+            signal_group(self.pgid, signal.SIGKILL)
+
+    def alive(self) -> bool:
+        if not self.gone and not group_alive(self.pgid):
+            self.gone = True
+        return not self.gone
 
 
 def process_start_time(pid: int) -> int | None:

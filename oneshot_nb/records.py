@@ -74,6 +74,7 @@ class TaskRecord:
 
     def transitions(self) -> list[tuple[str, str, str, float, str | None]]:
         """(event, source, target, time, reason) for each recorded transition."""
+        _flush_if_active(self.path)
         db = _open(self.path)
         try:
             return list(
@@ -190,6 +191,7 @@ def recover(store: Store) -> list[str]:
         for pgid in groups:
             signal_group(pgid, signal.SIGKILL)
         now = time.time()
+        settled_ids = []
         db.execute("BEGIN IMMEDIATE")
         for task_id, state, *_ in orphans:
             settled = db.execute(
@@ -199,24 +201,51 @@ def recover(store: Store) -> list[str]:
             )
             if settled.rowcount == 0:
                 continue  # another kernel loading at the same moment settled it first
+            settled_ids.append(task_id)
             db.execute(
                 "INSERT INTO transitions"
                 " VALUES (?, 'interrupt', ?, 'INTERRUPTED', ?, 'kernel died')",
                 (task_id, state, now),
             )
         db.execute("COMMIT")
-        return [row[0] for row in orphans]
+        return settled_ids
     finally:
         db.close()
 
 
 def _alive(pid: int | None, start: int | None) -> bool:
-    return pid is not None and start is not None and process_start_time(pid) == start
+    """Whether a kernel's process still runs: same pid and start time; where start
+    times cannot be read (no /proc), any process with that pid counts as alive."""
+    if pid is None:
+        return False
+    if start is None or not _HAS_PROC:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return process_start_time(pid) == start
 
 
 def _ours(pid: int, start: int | None) -> bool:
-    now = process_start_time(pid)
-    return now is None or now == start
+    """Whether signalling group `pid` reaches the task's processes and nothing else:
+    its leader is the very process (start time, zombie or not), or no process has that
+    pid (the group's other members keep the id, which the system cannot reuse then)."""
+    if start is None or not _HAS_PROC:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            now = int(f.read().rsplit(b")", 1)[1].split()[19])
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError, ValueError):
+        return False
+    return now == start
+
+
+_HAS_PROC = os.path.isdir("/proc/self")
 
 
 def _record(row: Any, path: str) -> TaskRecord:

@@ -156,6 +156,7 @@ class Store:
         self.session = uuid.uuid4().hex[:12]
         self.error: str | None = None
         self.lost_records = 0
+        self.closed = False
         self._queue: queue.SimpleQueue[list[tuple[Any, ...]] | None] = queue.SimpleQueue()
         # Two counters, each moved by one thread only, so neither needs a lock.
         self._bytes_in = 0
@@ -187,7 +188,7 @@ class Store:
     # -- the loop side: cheap, never blocks --------------------------------------------
 
     def record(self, event: TaskEvent, task: OneshotTask) -> None:
-        if self.error is not None:
+        if self.error is not None or self.closed:
             self.lost_records += 1
             return
         if event.kind == "output":
@@ -246,12 +247,12 @@ class Store:
                 self._handoff_timer = None
             batch, self._batch, self._batch_bytes = self._batch, [], 0
             self._put += len(batch)
-        if batch:
-            self._queue.put(batch)
+            if batch:
+                self._queue.put(batch)  # under the lock: batches reach the writer in order
 
     async def gate(self) -> None:
         """Wait while too much output is queued for the disk."""
-        while self.queued_bytes > HIGH_WATER and self.error is None:
+        while self.queued_bytes > HIGH_WATER and self.error is None and not self.closed:
             await anyio.sleep(0.01)
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -265,6 +266,7 @@ class Store:
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the writer."""
+        self.closed = True
         if self._thread.is_alive():
             self._handoff()
             self._queue.put(None)

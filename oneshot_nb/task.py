@@ -19,7 +19,7 @@ from anyio.abc import ByteReceiveStream, Process, TaskGroup
 from .events import Listener, TaskEvent, notify
 from .log import BoundedLog, StreamDecoder
 from .machine import OneshotStateMachine, TaskState
-from .process import ProcessGroup, group_alive, spawn
+from .process import ProcessGroup, spawn
 from .slots import Slots
 
 Command = str | Sequence[str]
@@ -112,6 +112,9 @@ class OneshotTask:
         self._done: anyio.Event | None = None
         self._watchers: TaskGroup | None = None
         self._group: ProcessGroup | None = None
+        self._process: Process | None = None
+        self._stdout_done: anyio.Event | None = None
+        self._stderr_done: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
         self._state_waiters: list[anyio.Event] = []
         self._slot_wait: anyio.CancelScope | None = None
@@ -173,10 +176,19 @@ class OneshotTask:
         process wrote before it died is still read and kept. From a thread other than
         the event loop's, the stop is handed to the loop and happens there.
         """
+        if self.state.is_final:
+            return
         if self._loop is not None and threading.get_ident() != self._loop_thread:
-            self._loop.call_soon_threadsafe(self.interrupt, "stopped")
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing runs
+                self._loop.call_soon_threadsafe(self.interrupt, "stopped")
         else:
             self.interrupt("stopped")
+
+    def bind_to_running_loop(self) -> None:
+        """Note the running loop as the task's own, so that stop() from another thread
+        is handed to it even before the task has started."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
 
     def interrupt(self, reason: str) -> None:
         """Fire the `interrupt` transition with `reason`, unless the task has ended."""
@@ -241,6 +253,8 @@ class OneshotTask:
         return self.state
 
     async def _run_in_slot(self, slots: Slots) -> None:
+        if not self.machine.CREATED.is_active:
+            return  # stopped before it ran: it must not take a turn from the others
         slot = None
         with anyio.CancelScope() as self._slot_wait:
             slot = await slots.acquire()
@@ -283,10 +297,13 @@ class OneshotTask:
         if not self.machine.CREATED.is_active:
             with anyio.CancelScope(shield=True):
                 await _kill_group(group)  # stopped while spawning: it never gets to run
+                self.returncode = await process.wait()
             return
         self.started_at = time.time()
         self.last_activity = time.monotonic()
         self._stopped = anyio.Event()
+        self._process = process
+        self._stdout_done, self._stderr_done = anyio.Event(), anyio.Event()
         self.machine.start()
         assert process.stdout is not None and process.stderr is not None
         try:
@@ -300,10 +317,11 @@ class OneshotTask:
                     self._watchers.start_soon(self._watch_timeout)
                 if self.machine.INTERRUPTED.is_active:
                     self._watchers.start_soon(self._enforce_stop)  # stopped while starting
-                stderr_done = anyio.Event()
-                self._watchers.start_soon(self._pump, process.stderr, "stderr", stderr_done)
-                await self._pump(process.stdout, "stdout", None)
-                await stderr_done.wait()
+                self._watchers.start_soon(
+                    self._pump, process.stderr, "stderr", self._stderr_done
+                )
+                await self._pump(process.stdout, "stdout", self._stdout_done)
+                await self._stderr_done.wait()
                 self.returncode = await process.wait()
                 if self.machine.INTERRUPTED.is_active:
                     await self._stopped.wait()
@@ -399,16 +417,33 @@ class OneshotTask:
                 self._state_waiters.remove(wake)
 
     async def _enforce_stop(self) -> None:
-        """After the interrupt's SIGTERM, SIGKILL whatever of the group outlives `grace`."""
+        """After the interrupt's SIGTERM, SIGKILL whatever of the group outlives `grace`;
+        then, once the group is gone, stop reading pipes that something outside it (a
+        daemon the command started with its own session) may hold open for ever."""
         group = self._group
         assert group is not None and self._stopped is not None
         deadline = time.monotonic() + self.grace
-        while group_alive(group.pgid):
+        while group.alive():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 await _kill_group(group)
                 break
             await anyio.sleep(min(GROUP_POLL, remaining))
+        assert self._stdout_done is not None and self._stderr_done is not None
+        while True:
+            # Output still coming (a backlog being read) is waited for; pipes that
+            # stay open and silent once the group is gone are not ours to wait on.
+            seen = self.last_activity
+            with anyio.move_on_after(KILL_WAIT):
+                await self._stdout_done.wait()
+                await self._stderr_done.wait()
+            done = self._stdout_done.is_set() and self._stderr_done.is_set()
+            if done or self.last_activity == seen:
+                break
+        if self._process is not None:
+            for stream in (self._process.stdout, self._process.stderr):
+                if stream is not None:
+                    await stream.aclose()  # the pump sees the end of its stream
         self._stopped.set()
 
     # -- callbacks from the state machine ----------------------------------------------
@@ -455,7 +490,7 @@ async def _kill_group(group: ProcessGroup) -> None:
     """
     group.kill()
     with anyio.move_on_after(KILL_WAIT):
-        while group_alive(group.pgid):
+        while group.alive():
             await anyio.sleep(GROUP_POLL)
 
 

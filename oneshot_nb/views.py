@@ -388,6 +388,8 @@ class TaskTable(widgets.VBox, _Live):
             self._throttle.poke()
             ticker.add(self)  # ticking again if it had stopped with every task ended
 
+    on_event.wants_output = False  # type: ignore[attr-defined]  # see EventHub.wanted
+
     def tick(self) -> bool:
         self._throttle.poke()
         return not all(task.state.is_final for task in self._tasks())

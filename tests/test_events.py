@@ -230,6 +230,15 @@ async def test_dropped_event_names_the_task_whose_output_was_lost_first():
     ]
 
 
+async def test_subscribing_after_the_orchestrator_closed_ends_at_once():
+    """Iteration ends when the orchestrator closes, also for a subscription made after."""
+    orch = AsyncOrchestrator()
+    async with orch:
+        pass
+    with anyio.fail_after(2):
+        assert [event async for event in orch.events()] == []
+
+
 async def test_closed_subscription_ignores_new_events_and_closes_once():
     """After close nothing is queued, and the hub is told only once."""
     closed: list[Subscription] = []

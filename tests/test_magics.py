@@ -169,6 +169,20 @@ def test_names_expand_as_in_bang_commands(ip, magics):
     assert line_task.command == "echo hello hello L C A S T"
 
 
+def test_option_values_are_read_as_the_shell_reads_them(ip, magics, tmp_path):
+    """Quotes and backslashes in option values are shell syntax, not part of the value:
+    `--name "my task"` names the task `my task`, and nothing is dropped."""
+    folder = tmp_path / "a dir"
+    folder.mkdir()
+    ip.run_cell(
+        f'\nt = %oneshot --quiet --name "my task" --cwd "{folder}" --env "A=1 2" '
+        "--env B=x\\ y echo hi"
+    )
+    task = ip.user_ns["t"]
+    assert (task.name, task.cwd, task.env) == ("my task", str(folder), {"A": "1 2", "B": "x y"})
+    assert task.command == "echo hi"
+
+
 def test_parallel_runs_each_line_and_stores_the_batch(ip, magics, capsys):
     """Each non-blank, non-comment line is one task of a batch with its own limit;
     --out stores the batch and the cell's value is the same batch."""

@@ -95,8 +95,8 @@ async def test_orchestrator_runs_at_most_limit_tasks_and_keeps_the_rest_created(
     with (
         patch("oneshot_nb.task.spawn", fake_spawn),
         patch("oneshot_nb.task.ProcessGroup") as group_cls,
-        patch("oneshot_nb.task.group_alive", return_value=False),
     ):
+        group_cls.return_value.alive.return_value = False  # no real group to wait for
         async with AsyncOrchestrator(limit=2) as orch:
             assert isinstance(orch.limiter, anyio.CapacityLimiter)
             assert orch.limiter.total_tokens == 2

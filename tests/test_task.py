@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import string
 import sys
 import time
@@ -796,3 +797,25 @@ def test_a_group_of_zombies_only_counts_as_gone():
         assert not group_alive(child.pid)  # ...but nothing in it runs
     finally:
         child.wait()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_stop_ends_even_when_a_daemon_outside_the_group_holds_the_pipes(tmp_path):
+    """A command that starts a daemon in a session of its own leaves our pipes open in a
+    process we may not signal; a stop must still end the task instead of hanging."""
+    pidfile = tmp_path / "daemon.pid"
+    command = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & echo started; sleep 30"
+    task = OneshotTask(command, grace=0.3)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(task.run)
+            await wait_for_line(task, "started")
+            await wait_until(pidfile.exists)
+            task.stop()
+            with anyio.fail_after(10):
+                assert await task.wait() is TaskState.INTERRUPTED
+        assert task.output == "started\n"
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
