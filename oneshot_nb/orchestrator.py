@@ -19,16 +19,14 @@ from anyio.abc import TaskGroup
 from .batch import Batch
 from .events import EventHub, Listener, Subscription, TaskEvent
 from .machine import TaskState
+from .options import Command, check_command, check_options
 from .process import group_alive, signal_group
 from .slots import Slots
 from .task import (
     DEFAULT_GRACE,
     DEFAULT_IDLE_AFTER,
     DEFAULT_MAX_LOG_BYTES,
-    Command,
     OneshotTask,
-    check_command,
-    check_options,
 )
 
 logger = logging.getLogger("oneshot_nb")

@@ -19,9 +19,10 @@ import ipywidgets as widgets
 from .batch import Batch
 from .events import TaskEvent
 from .machine import TaskState
+from .options import default_name
 from .orchestrator import AsyncOrchestrator
 from .tail import LogTail
-from .task import OneshotTask, default_name
+from .task import OneshotTask
 
 UPDATE_INTERVAL = 0.1  # at most ~10 updates a second per widget
 # A log changes on every chunk of a busy task; five updates a second still read as live
