@@ -26,16 +26,22 @@ def record_info(record: TaskRecord) -> str:
     return " · ".join(parts)
 
 
-def log_tail(record: TaskRecord) -> LogTail:
-    """The tail of a stored log, as a live view would show it."""
+# Enough of the newest output for the tail a view shows, with room for long lines.
+TAIL_BYTES = 1 << 20
+
+
+def log_tail(record: TaskRecord) -> tuple[LogTail, bool]:
+    """The tail of a stored log, as a live view would show it, and whether older
+    output was not even read."""
     tail = LogTail()
     decoders: dict[str, StreamDecoder] = {}
-    for stream, data in record.read_chunks():
+    chunks, cut = record.read_chunks(TAIL_BYTES)
+    for stream, data in chunks:
         decoder = decoders.setdefault(stream, StreamDecoder())
         tail.feed(stream, decoder.decode(data))
     for stream, decoder in decoders.items():
         tail.feed(stream, decoder.decode(b"", final=True))
-    return tail
+    return tail, cut
 
 
 class RecordRow(widgets.VBox):
@@ -73,11 +79,11 @@ class RecordRow(widgets.VBox):
             self.children = self.children[:1]
             return
         if self.log_view is None:
-            tail = log_tail(self.record)
+            tail, cut = log_tail(self.record)
+            hidden = "earlier output" if cut else f"{tail.hidden_lines} earlier lines"
             note = (
-                f"{tail.hidden_lines} earlier lines not shown;"
-                f" %oneshot_log {self.record.id} prints them all"
-                if tail.hidden_lines
+                f"{hidden} not shown; %oneshot_log {self.record.id} prints it all"
+                if cut or tail.hidden_lines
                 else ""
             )
             output = widgets.Output(

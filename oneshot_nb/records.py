@@ -59,16 +59,24 @@ class TaskRecord:
         finally:
             db.close()
 
-    def read_chunks(self) -> list[tuple[str, bytes]]:
-        """The output as stored: (stream, bytes) rows in the order they arrived."""
+    def read_chunks(self, last_bytes: int | None = None) -> tuple[list[tuple[str, bytes]], bool]:
+        """The output as stored: (stream, bytes) rows in the order they arrived, and
+        whether older rows were left out. With `last_bytes`, only the newest rows that
+        hold that much are read, so showing the end of a huge log stays cheap."""
         _flush_if_active(self.path)
         db = _open(self.path)
         try:
-            return list(
-                db.execute(
-                    "SELECT stream, data FROM chunks WHERE task = ? ORDER BY seq", (self.id,)
-                )
+            rows = db.execute(
+                "SELECT stream, data FROM chunks WHERE task = ? ORDER BY seq DESC", (self.id,)
             )
+            kept: list[tuple[str, bytes]] = []
+            size = 0
+            for stream, data in rows:
+                if last_bytes is not None and size >= last_bytes:
+                    return kept[::-1], True
+                kept.append((stream, data))
+                size += len(data)
+            return kept[::-1], False
         finally:
             db.close()
 

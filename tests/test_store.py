@@ -225,7 +225,9 @@ async def test_interleaved_stdout_and_stderr_read_back_in_arrival_order(tmp_path
     assert record.read_log() == b"".join(data for _, data in parts)
     assert record.read_log("stdout") == b"".join(d for s, d in parts if s == "stdout")
     assert record.read_log("stderr") == b"".join(d for s, d in parts if s == "stderr")
-    assert record.read_chunks() == [(s, d) for s, d in parts]
+    assert record.read_chunks() == ([(s, d) for s, d in parts], False)
+    # Asked for the newest 14 bytes, it reads only the newest rows that hold them.
+    assert record.read_chunks(14) == ([(s, d) for s, d in parts[-2:]], True)
 
 
 @pytest.mark.slow
