@@ -112,3 +112,30 @@ def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         time.sleep(0.01)
+
+
+def reaped(pid: int) -> bool:
+    """True when `pid` is not a child of ours waiting to be reaped."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def parent_of_a_sleeper(pid_file: os.PathLike[str]) -> str:
+    """Python code that starts a child which writes its pid to `pid_file` (atomically)
+    and sleeps, then sleeps itself: a process with a descendant to look for."""
+    path = os.fspath(pid_file)
+    child = f"""
+        import os, time
+        with open({path + ".tmp"!r}, "w") as f:
+            f.write(str(os.getpid()))
+        os.rename({path + ".tmp"!r}, {path!r})
+        time.sleep(100)
+    """
+    return f"""
+        import subprocess, time
+        subprocess.Popen({py(child)!r})
+        time.sleep(100)
+    """

@@ -8,7 +8,7 @@ import os
 
 import anyio
 import pytest
-from helpers import group_gone, py, wait_for_line, wait_until
+from helpers import group_gone, py, reaped, wait_for_line, wait_until
 
 from oneshot_nb import (
     AsyncOrchestrator,
@@ -23,15 +23,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 GRACE = 0.3
 LONG = py("import time; print('up', flush=True); time.sleep(100)")
-
-
-def reaped(pid: int) -> bool:
-    """True when `pid` is not a child of ours waiting to be reaped."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
 
 
 def our_zombies() -> list[int]:

@@ -13,7 +13,15 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import group_gone, process_gone, py, wait_for_line, wait_until
+from helpers import (
+    group_gone,
+    parent_of_a_sleeper,
+    process_gone,
+    py,
+    reaped,
+    wait_for_line,
+    wait_until,
+)
 
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
 from oneshot_nb.task import DEFAULT_MAX_LOG_BYTES
@@ -35,15 +43,6 @@ def stream_bytes(events: list[TaskEvent], stream: str) -> bytes:
 
 def edges(task: OneshotTask) -> list[tuple[TaskState, TaskState]]:
     return [(t.source, t.target) for t in task.transitions]
-
-
-def reaped(pid: int) -> bool:
-    """True when `pid` is not a child of ours waiting to be reaped."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
 
 
 # -- commands, cwd, env, stdin, session ----------------------------------------------------
@@ -126,18 +125,7 @@ async def test_process_gets_its_own_session_and_group():
 async def test_stop_kills_grandchildren(tmp_path):
     """Stopping kills the whole process group, including a child's own children."""
     pid_file = tmp_path / "grandchild.pid"
-    grandchild = f"""
-        import os, time
-        with open({str(pid_file) + ".tmp"!r}, "w") as f:
-            f.write(str(os.getpid()))
-        os.rename({str(pid_file) + ".tmp"!r}, {str(pid_file)!r})
-        time.sleep(100)
-    """
-    child = f"""
-        import subprocess, time
-        subprocess.Popen({py(grandchild)!r})
-        time.sleep(100)
-    """
+    child = parent_of_a_sleeper(pid_file)
     task = OneshotTask(py(child), grace=GRACE)
     async with anyio.create_task_group() as tg:
         tg.start_soon(task.run)
@@ -307,18 +295,7 @@ async def test_stop_while_spawning_kills_the_whole_group_before_wait_returns(
     import oneshot_nb.task as task_module
 
     pid_file = tmp_path / "child.pid"
-    child = f"""
-        import os, time
-        with open({str(pid_file) + ".tmp"!r}, "w") as f:
-            f.write(str(os.getpid()))
-        os.rename({str(pid_file) + ".tmp"!r}, {str(pid_file)!r})
-        time.sleep(100)
-    """
-    parent = f"""
-        import subprocess, time
-        subprocess.Popen({py(child)!r})
-        time.sleep(100)
-    """
+    parent = parent_of_a_sleeper(pid_file)
     real_spawn = task_module.spawn
     task = OneshotTask(py(parent), grace=GRACE)
 
