@@ -28,6 +28,16 @@ from oneshot_nb.task import DEFAULT_MAX_LOG_BYTES
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
+# Ignores SIGTERM, says "ready", sleeps: only the SIGKILL after `grace` ends it.
+STUBBORN = py(
+    """
+    import signal, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("ready", flush=True)
+    time.sleep(100)
+    """
+)
+
 GRACE = 0.3
 
 
@@ -158,13 +168,7 @@ async def test_stop_kills_background_jobs_of_a_shell_command(tmp_path):
 @pytest.mark.timeout(15)
 async def test_process_ignoring_sigterm_is_killed_after_grace():
     """SIGTERM ignored: SIGKILL follows once `grace` has passed, and the task is INTERRUPTED."""
-    code = """
-        import signal, time
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("ready", flush=True)
-        time.sleep(100)
-    """
-    task = OneshotTask(py(code), grace=GRACE)
+    task = OneshotTask(STUBBORN, grace=GRACE)
     async with anyio.create_task_group() as tg:
         tg.start_soon(task.run)
         await wait_for_line(task, "ready")
@@ -319,13 +323,7 @@ async def test_stop_while_spawning_kills_the_whole_group_before_wait_returns(
 
 async def test_cancelled_run_kills_the_process_and_ends_in_shutdown():
     """Cancelling run() terminates the group (SIGKILL after grace), reaps, and re-raises."""
-    code = """
-        import signal, time
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("ready", flush=True)
-        time.sleep(100)
-    """
-    task = OneshotTask(py(code), grace=GRACE)
+    task = OneshotTask(STUBBORN, grace=GRACE)
     with anyio.fail_after(10), anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
             tg.start_soon(task.run)
