@@ -7,6 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Literal
 
 import anyio
@@ -25,7 +26,8 @@ class TaskEvent:
     chunk of output.
 
     A transition carries `event` (its name), `source`, `target` and `reason`; an output
-    chunk carries `stream` ("stdout" or "stderr"), the raw `data` and its decoded `text`.
+    chunk carries `stream` ("stdout" or "stderr"), the raw `data` and its decoded `text`
+    (empty when every listener has said it wants bytes only, see `OutputWanted`).
     A `dropped` event stands where a slow subscriber lost `count` output events; its
     `task_id` is that of the first event lost.
     """
@@ -41,6 +43,28 @@ class TaskEvent:
     data: bytes = b""
     text: str = ""
     count: int = 0
+
+
+class OutputWanted(IntEnum):
+    """How much of a task's output its listeners want, as a task asks before each chunk.
+
+    A listener says so with attributes: `wants_output = False` (a table of states: no
+    output events at all) or `wants_text = False` (the store: the bytes, not decoded).
+    Decoding is the largest cost of an output event, so a task whose only listener is
+    the store skips it.
+    """
+
+    NOTHING = 0
+    BYTES = 1
+    TEXT = 2
+
+
+def wanted_by(listener: Listener) -> OutputWanted:
+    if not getattr(listener, "wants_output", True):
+        return OutputWanted.NOTHING
+    if not getattr(listener, "wants_text", True):
+        return OutputWanted.BYTES
+    return OutputWanted.TEXT
 
 
 def notify(listeners: list[Listener], event: TaskEvent) -> None:
@@ -150,15 +174,12 @@ class EventHub:
         for subscription in self._subscriptions:
             subscription.put(event)
 
-    def wanted(self) -> bool:
-        """Whether anyone listens or subscribes: output events are not made otherwise.
-
-        A listener with a false `wants_output` attribute (a table of states) does not
-        count.
-        """
-        return bool(self._subscriptions) or any(
-            getattr(listener, "wants_output", True) for listener in self.listeners
-        )
+    def wanted(self) -> OutputWanted:
+        """What of the output the listeners and subscribers want (see OutputWanted):
+        output events are not made for nobody, nor decoded for bytes-only listeners."""
+        if self._subscriptions:
+            return OutputWanted.TEXT
+        return max(map(wanted_by, self.listeners), default=OutputWanted.NOTHING)
 
     def subscribe(self, maxsize: int = 1000) -> Subscription:
         subscription = Subscription(maxsize, self._subscriptions.remove)

@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .batch import Batch
-from .events import EventHub, Listener, Subscription, TaskEvent
+from .events import EventHub, Listener, OutputWanted, Subscription, TaskEvent
 from .machine import TaskState
 from .options import Command, check_command, check_options
 from .process import group_alive, signal_group
@@ -194,10 +194,12 @@ class AsyncOrchestrator:
         self._tasks[task.id] = task
         publish = self._hub.publish
         task.listeners.append(publish)
-        # Output is wanted by the orchestrator's listeners and subscribers, or by any
-        # listener of the task's own (a view).
-        task.output_wanted = lambda: self._hub.wanted() or any(
-            listener is not publish for listener in task.listeners
+        # Output is wanted by the orchestrator's listeners and subscribers, or as text by
+        # any listener of the task's own (a view).
+        task.output_wanted = lambda: (
+            OutputWanted.TEXT
+            if any(listener is not publish for listener in task.listeners)
+            else self._hub.wanted()
         )
         self._hub.publish(TaskEvent(task.id, "submitted", time.time()))
         if self._group is not None:

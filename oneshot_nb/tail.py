@@ -70,6 +70,9 @@ class LogTail:
             if newlines > self.max_lines:
                 cut = index
                 break
+        # What each stream has after its last newline in the skipped chunks: the only
+        # text of theirs that can still show, fed once per stream at the end.
+        carry: dict[str, str] = {}
         for stream, text in chunks[:cut]:
             end = text.rfind("\n")
             if end >= 0:
@@ -79,7 +82,10 @@ class LogTail:
                 self._chars = 0
                 self._partial.pop(stream, None)
                 self._pending_cr.pop(stream, None)
-                text = text[end + 1 :]
+                carry[stream] = text[end + 1 :]
+            else:
+                carry[stream] = carry.get(stream, "") + text
+        for stream, text in carry.items():
             self.feed(stream, text)
         for stream, text in chunks[cut:]:
             self.feed(stream, text)

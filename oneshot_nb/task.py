@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteReceiveStream, Process, TaskGroup
 
-from .events import Listener, TaskEvent, notify
+from .events import Listener, OutputWanted, TaskEvent, notify
 from .log import BoundedLog, StreamDecoder
 from .machine import OneshotStateMachine, TaskState
 from .options import Command, check_command, check_env, check_options, default_name
@@ -98,8 +98,9 @@ class OneshotTask:
         # the reading down, and so the process, instead of queueing without bound.
         self.output_gate: Callable[[], Awaitable[None]] | None = None
         # Asked before each chunk is decoded and sent out as an event: the orchestrator
-        # answers whether anyone listens, so unwatched output costs no decoding.
-        self.output_wanted: Callable[[], bool] | None = None
+        # answers whether anyone listens and wants text, so that unwatched output costs
+        # no event and output only stored costs no decoding. None: text for all.
+        self.output_wanted: Callable[[], OutputWanted] | None = None
         self.bytes_written = {"stdout": 0, "stderr": 0}
         self.last_activity = time.monotonic()
         self._log = BoundedLog(self.max_log_bytes)
@@ -348,7 +349,9 @@ class OneshotTask:
             self.machine.fail()
 
     async def _pump(self, stream: ByteReceiveStream, name: str, done: anyio.Event | None) -> None:
-        decoder = StreamDecoder()
+        # None while nobody wants text; a fresh one when someone does again, since the
+        # bytes in between were never decoded.
+        decoder: StreamDecoder | None = None
         try:
             while True:
                 try:
@@ -360,12 +363,19 @@ class OneshotTask:
                 if self._idle:
                     self.machine.detect_activity()
                 self._log.append(name, data)
-                if self.listeners and (self.output_wanted is None or self.output_wanted()):
-                    self._emit_output(name, data, decoder.decode(data))
+                if self.listeners:
+                    wanted = self.output_wanted() if self.output_wanted else OutputWanted.TEXT
+                    if wanted is OutputWanted.TEXT:
+                        if decoder is None:
+                            decoder = StreamDecoder()
+                        self._emit_output(name, data, decoder.decode(data))
+                    elif wanted:
+                        decoder = None
+                        self._emit_output(name, data, "")
                 if self.output_gate is not None:
                     await self.output_gate()
         finally:
-            rest = decoder.decode(b"", final=True)
+            rest = decoder.decode(b"", final=True) if decoder is not None else ""
             if rest and self.listeners:
                 self._emit_output(name, b"", rest)
             if done is not None:

@@ -61,6 +61,60 @@ async def test_every_transition_and_output_chunk_becomes_an_event():
     assert kinds[:2] == ["submitted", "transition"] and kinds[-1] == "transition"
 
 
+async def test_a_bytes_only_listener_gets_the_output_undecoded():
+    """A listener with `wants_text = False` (the store) gets every byte, and the chunks
+    are not decoded for it, nor for one with `wants_output = False` (a table)."""
+    async with AsyncOrchestrator() as orch:
+        raw: list[TaskEvent] = []
+
+        def bytes_only(event: TaskEvent) -> None:
+            raw.append(event)
+
+        def states_only(event: TaskEvent) -> None:
+            pass
+
+        bytes_only.wants_text = False  # type: ignore[attr-defined]
+        states_only.wants_output = False  # type: ignore[attr-defined]
+        orch.listeners.extend([bytes_only, states_only])
+        task = orch.submit(py("print('h\\u00e9llo ' * 1000)"))
+        await task.wait()
+    outputs = [e for e in raw if e.kind == "output"]
+    assert b"".join(e.data for e in outputs) == ("h\u00e9llo " * 1000 + "\n").encode()
+    assert outputs and [e.text for e in outputs] == [""] * len(outputs)
+
+
+async def test_output_is_decoded_afresh_after_a_stretch_nobody_decoded():
+    """When text is wanted again after a stretch of bytes-only output, decoding starts
+    afresh: a character cut at the end of the last decoded chunk is not glued to bytes
+    that follow the gap (the first byte after it shows as U+FFFD)."""
+    async with AsyncOrchestrator() as orch:
+        texts: list[str] = []
+        seen = 0
+
+        def text_listener(event: TaskEvent) -> None:
+            if event.kind == "output":
+                texts.append(event.text)
+                orch.listeners.remove(text_listener)  # text for the first chunk only
+
+        def bytes_only(event: TaskEvent) -> None:
+            nonlocal seen
+            if event.kind == "output":
+                seen += 1
+                if seen == 2:
+                    orch.listeners.append(text_listener)  # again from the third chunk
+
+        bytes_only.wants_text = False  # type: ignore[attr-defined]
+        orch.listeners.extend([bytes_only, text_listener])
+        # Each write ends in the middle of a two-byte character (\xc3\xa9 is "é").
+        task = orch.submit(py(
+            "import sys, time; out = sys.stdout.buffer\n"
+            "for part in (b'one \\xc3', b'\\xa9 two \\xc3', b'\\xa9 three'):\n"
+            "    out.write(part); out.flush(); time.sleep(0.3)"
+        ))
+        await task.wait()
+    assert texts == ["one ", "\ufffd three"]
+
+
 async def test_transition_events_of_an_idle_then_stopped_task():
     """A task that goes IDLE and is stopped announces exactly those transitions."""
     task = OneshotTask(

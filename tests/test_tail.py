@@ -201,3 +201,26 @@ def test_feeding_nothing_changes_nothing():
     tail.feed("stdout", "")
     assert tail.outputs() == ()
     assert tail.line_count == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_feed_many_shows_what_feeding_chunk_by_chunk_shows(seed: int):
+    """feed_many skips the work for chunks that scroll out, but the tail it leaves (lines,
+    unfinished lines, carriage returns, the hidden count) is the one that feeding each
+    chunk in turn leaves."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = ["line", "\n", "\r", "\r\n", "x" * 50, "progress 10%", "\rprogress 20%", ""]
+    chunks = []
+    for _ in range(rng.randrange(1, 200)):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 8)))
+        chunks.append((rng.choice(["stdout", "stderr"]), text))
+    one_by_one, many = LogTail(max_lines=10, max_chars=400), LogTail(max_lines=10, max_chars=400)
+    for tail in (one_by_one, many):
+        tail.feed("stdout", "shown before\n" * 3 + "unfinished")
+    for stream, text in chunks:
+        one_by_one.feed(stream, text)
+    many.feed_many(chunks)
+    assert many.outputs() == one_by_one.outputs()
+    assert many.hidden_lines == one_by_one.hidden_lines
