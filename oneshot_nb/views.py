@@ -31,6 +31,7 @@ LOG_UPDATE_INTERVAL = 0.2
 NOTE_INTERVAL = 1.0  # how often the "N earlier lines not shown" count moves on
 PENDING_CHARS = 4 << 20  # output a log view holds between two updates, at most
 TICK_INTERVAL = 1.0  # how often elapsed times move on
+TICK_SLICES = 10  # views tick in this many turns spread over TICK_INTERVAL
 
 # Layout the widgets' own properties cannot express: the log keeps its newest line in
 # view, and a long command gives way (with an ellipsis) instead of crushing the buttons.
@@ -82,15 +83,23 @@ class Throttle:
 
 
 class _Ticker:
-    """One timer for all live views, so that elapsed times tick without a timer each."""
+    """One timer for all live views, so that elapsed times tick without a timer each.
+
+    Each view ticks once every TICK_INTERVAL, in one of TICK_SLICES turns handed out in
+    order: sixteen views started by one cell would otherwise all update in the same
+    loop callback, a burst that the event loop's lag shows once a second.
+    """
 
     def __init__(self) -> None:
-        self._views: weakref.WeakSet[_Live] = weakref.WeakSet()
+        self._views: weakref.WeakKeyDictionary[_Live, int] = weakref.WeakKeyDictionary()
+        self._turn = 0  # the turn the next tick serves
+        self._next_turn = 0  # the turn the next view added gets
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, view: _Live) -> None:
-        self._views.add(view)
+        self._views[view] = self._next_turn
+        self._next_turn = (self._next_turn + 1) % TICK_SLICES
         # A timer left on a loop that has since closed never fires: start one on this loop.
         if self._handle is None or (self._loop is not None and self._loop.is_closed()):
             try:
@@ -98,15 +107,16 @@ class _Ticker:
             except RuntimeError:
                 return
             self._loop = loop
-            self._handle = loop.call_later(TICK_INTERVAL, self._tick, loop)
+            self._handle = loop.call_later(TICK_INTERVAL / TICK_SLICES, self._tick, loop)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._handle = None
-        for view in list(self._views):
-            if not view.tick():
-                self._views.discard(view)
+        turn, self._turn = self._turn, (self._turn + 1) % TICK_SLICES
+        for view, view_turn in list(self._views.items()):
+            if view_turn == turn and not view.tick():
+                del self._views[view]
         if self._views and not loop.is_closed():
-            self._handle = loop.call_later(TICK_INTERVAL, self._tick, loop)
+            self._handle = loop.call_later(TICK_INTERVAL / TICK_SLICES, self._tick, loop)
 
 
 ticker = _Ticker()

@@ -114,6 +114,43 @@ async def test_idle_silence_moves_on_without_events():
     await wait_until(lambda: "silent 4." in view.badge.value, timeout=3)
 
 
+@pytest.mark.timeout(10)
+async def test_views_started_together_tick_once_a_second_in_different_turns():
+    """Twenty views made at once each tick about once a second, spread over the second
+    rather than all in one loop callback (a burst the kernel's loop lag would show)."""
+    import asyncio
+
+    from oneshot_nb.views import TICK_INTERVAL, TICK_SLICES, _Live, ticker
+
+    loop = asyncio.get_running_loop()
+    ticks: dict[int, list[float]] = {}
+
+    class Clock(_Live):
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def tick(self) -> bool:
+            ticks.setdefault(self.number, []).append(loop.time())
+            return len(ticks[self.number]) < 2
+
+    clocks = [Clock(number) for number in range(20)]
+    for clock in clocks:
+        ticker.add(clock)
+    await wait_until(lambda: all(len(ticks.get(n, [])) == 2 for n in range(20)), timeout=4)
+    for times in ticks.values():
+        assert times[1] - times[0] == pytest.approx(TICK_INTERVAL, abs=0.05)
+    # Ticks in one callback are microseconds apart; turns are TICK_INTERVAL/TICK_SLICES.
+    first_ticks = sorted(times[0] for times in ticks.values())
+    bursts = [[first_ticks[0]]]
+    for when in first_ticks[1:]:
+        if when - bursts[-1][-1] < 0.02:
+            bursts[-1].append(when)
+        else:
+            bursts.append([when])
+    assert len(bursts) == TICK_SLICES
+    assert {len(burst) for burst in bursts} == {20 // TICK_SLICES}
+
+
 async def test_text_from_the_task_is_escaped_in_every_html_widget():
     """A name, command, output, reason or error with markup shows as text, never as HTML;
     the log is only ever stream outputs."""
