@@ -179,7 +179,9 @@ class EventHub:
         output events are not made for nobody, nor decoded for bytes-only listeners."""
         if self._subscriptions:
             return OutputWanted.TEXT
-        return max(map(wanted_by, self.listeners), default=OutputWanted.NOTHING)
+        if not self.listeners:  # asked for every chunk: the common case comes first
+            return OutputWanted.NOTHING
+        return max(map(wanted_by, self.listeners))
 
     def subscribe(self, maxsize: int = 1000) -> Subscription:
         subscription = Subscription(maxsize, self._subscriptions.remove)

@@ -196,10 +196,9 @@ class AsyncOrchestrator:
         task.listeners.append(publish)
         # Output is wanted by the orchestrator's listeners and subscribers, or as text by
         # any listener of the task's own (a view).
+        only_publish = [publish]
         task.output_wanted = lambda: (
-            OutputWanted.TEXT
-            if any(listener is not publish for listener in task.listeners)
-            else self._hub.wanted()
+            self._hub.wanted() if task.listeners == only_publish else OutputWanted.TEXT
         )
         self._hub.publish(TaskEvent(task.id, "submitted", time.time()))
         if self._group is not None:
