@@ -446,8 +446,29 @@ def batch_view(batch: Batch) -> TaskTable:
     return batch.view
 
 
+_tables: weakref.WeakKeyDictionary[AsyncOrchestrator, TaskTable] = weakref.WeakKeyDictionary()
+
+
 def tasks_table(orchestrator: AsyncOrchestrator) -> TaskTable:
-    """A live table of every task the orchestrator has, including ones yet to come."""
-    table = TaskTable(lambda: orchestrator.tasks, orchestrator.stop_all)
-    orchestrator.listeners.append(table.on_event)
+    """The live table of every task the orchestrator has, including ones yet to come.
+
+    One per orchestrator, shown again on each call: a listener per call would stay on
+    the orchestrator for the kernel's life, each refreshing its own copy of the table.
+    """
+    table = _tables.get(orchestrator)
+    if table is None:
+        # Weakly, or the entry in _tables would keep its own key alive.
+        ref = weakref.ref(orchestrator)
+
+        def tasks() -> list[OneshotTask]:
+            orch = ref()
+            return [] if orch is None else orch.tasks
+
+        def stop_all() -> None:
+            orch = ref()
+            if orch is not None:
+                orch.stop_all()
+
+        table = _tables[orchestrator] = TaskTable(tasks, stop_all)
+        orchestrator.listeners.append(table.on_event)
     return table

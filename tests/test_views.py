@@ -308,6 +308,25 @@ async def test_batch_view_counts_and_progress_follow_the_tasks():
         assert table.stop_all_button.disabled
 
 
+async def test_the_tasks_table_is_one_per_orchestrator():
+    """%oneshot_tasks run again shows the same table: one listener on the orchestrator,
+    not one more per call for the rest of the kernel's life."""
+    import gc
+    import weakref
+
+    async with AsyncOrchestrator() as orch:
+        before = len(orch.listeners)
+        table = tasks_table(orch)
+        assert tasks_table(orch) is table
+        assert len(orch.listeners) == before + 1
+        other = AsyncOrchestrator()
+        assert tasks_table(other) is not table
+    gone = weakref.ref(other)
+    del other
+    gc.collect()
+    assert gone() is None  # the table does not keep its orchestrator alive
+
+
 async def test_tasks_table_grows_as_tasks_are_submitted():
     """The table of every task gains a row for each task submitted after it was made."""
     async with AsyncOrchestrator(idle_after=None) as orch:
