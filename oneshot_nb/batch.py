@@ -56,6 +56,8 @@ class Batch:
             for task in self.tasks:
                 task.interrupt("fail-fast")
 
+    _on_event.wants_output = False  # type: ignore[attr-defined]  # see OutputWanted
+
     def __iter__(self) -> Iterator[OneshotTask]:
         return iter(self.tasks)
 

@@ -49,7 +49,8 @@ class OutputWanted(IntEnum):
     """How much of a task's output its listeners want, as a task asks before each chunk.
 
     A listener says so with attributes: `wants_output = False` (a table of states: no
-    output events at all) or `wants_text = False` (the store: the bytes, not decoded).
+    output events for it) or `wants_text = False` (the store: the bytes, not decoded).
+    Events are made for the most any listener wants, and every listener gets them.
     Decoding is the largest cost of an output event, so a task whose only listener is
     the store skips it.
     """

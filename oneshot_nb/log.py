@@ -63,8 +63,13 @@ class BoundedLog:
     def size(self) -> int:
         return self._size
 
-    def chunks(self) -> list[tuple[str, str]]:
-        """The retained output as (stream, text) pieces in arrival order."""
+    def chunks(self, final: bool = True) -> list[tuple[str, str]]:
+        """The retained output as (stream, text) pieces in arrival order.
+
+        With `final` false, a character whose last bytes have not been read yet is left
+        out instead of shown as U+FFFD: a live view then gets it whole from the next
+        output event.
+        """
         decoders: dict[str, StreamDecoder] = {}
         pieces = []
         for stream, data in self._chunks:
@@ -79,7 +84,7 @@ class BoundedLog:
             if text:
                 pieces.append((stream, text))
         for stream, decoder in decoders.items():
-            rest = decoder.decode(b"", final=True)
+            rest = decoder.decode(b"", final=True) if final else ""
             if rest:
                 pieces.append((stream, rest))
         return pieces

@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .batch import Batch
-from .events import EventHub, Listener, OutputWanted, Subscription, TaskEvent
+from .events import EventHub, Listener, OutputWanted, Subscription, TaskEvent, wanted_by
 from .machine import TaskState
 from .options import Command, check_command, check_options
 from .process import group_alive, signal_group
@@ -194,12 +194,18 @@ class AsyncOrchestrator:
         self._tasks[task.id] = task
         publish = self._hub.publish
         task.listeners.append(publish)
-        # Output is wanted by the orchestrator's listeners and subscribers, or as text by
-        # any listener of the task's own (a view).
+        # Output is wanted by the orchestrator's listeners and subscribers, and by the
+        # task's own (a view, a batch), each as much as it says (see OutputWanted).
         only_publish = [publish]
-        task.output_wanted = lambda: (
-            self._hub.wanted() if task.listeners == only_publish else OutputWanted.TEXT
-        )
+
+        def output_wanted() -> OutputWanted:
+            wanted = self._hub.wanted()
+            if wanted is OutputWanted.TEXT or task.listeners == only_publish:
+                return wanted
+            own = (wanted_by(listener) for listener in task.listeners if listener is not publish)
+            return max(wanted, *own)
+
+        task.output_wanted = output_wanted
         self._hub.publish(TaskEvent(task.id, "submitted", time.time()))
         if self._group is not None:
             self._group.start_soon(self._run, task, slots, name=f"oneshot {task.id}")

@@ -84,7 +84,11 @@ class LogTail:
                 self._pending_cr.pop(stream, None)
                 carry[stream] = text[end + 1 :]
             else:
-                carry[stream] = carry.get(stream, "") + text
+                # Rare in a flood: fed in turn, since a long line is capped after each
+                # piece, and a capped line rewritten by "\r" keeps what the cap left.
+                if stream in carry:
+                    self.feed(stream, carry.pop(stream))
+                self.feed(stream, text)
         for stream, text in carry.items():
             self.feed(stream, text)
         for stream, text in chunks[cut:]:

@@ -133,9 +133,10 @@ class OneshotTask:
         `max_log_bytes` of it; `output_dropped` counts what was let go)."""
         return self._log.text()
 
-    def output_chunks(self) -> list[tuple[str, str]]:
-        """The retained output as (stream, text) pieces in arrival order."""
-        return self._log.chunks()
+    def output_chunks(self, final: bool = True) -> list[tuple[str, str]]:
+        """The retained output as (stream, text) pieces in arrival order; with `final`
+        false, without a character cut by the last read (see BoundedLog.chunks)."""
+        return self._log.chunks(final)
 
     @property
     def output_dropped(self) -> int:
@@ -349,9 +350,10 @@ class OneshotTask:
             self.machine.fail()
 
     async def _pump(self, stream: ByteReceiveStream, name: str, done: anyio.Event | None) -> None:
-        # None while nobody wants text; a fresh one when someone does again, since the
+        # None while nobody wants text: a fresh one when someone does again, since the
         # bytes in between were never decoded.
         decoder: StreamDecoder | None = None
+        previous = b""
         try:
             while True:
                 try:
@@ -363,23 +365,31 @@ class OneshotTask:
                 if self._idle:
                     self.machine.detect_activity()
                 self._log.append(name, data)
-                if self.listeners:
-                    wanted = self.output_wanted() if self.output_wanted else OutputWanted.TEXT
-                    if wanted is OutputWanted.TEXT:
-                        if decoder is None:
-                            decoder = StreamDecoder()
-                        self._emit_output(name, data, decoder.decode(data))
-                    elif wanted:
-                        decoder = None
+                wanted = self._output_wanted()
+                if wanted is OutputWanted.TEXT:
+                    if decoder is None:
+                        decoder = _decoder_after(previous)
+                    self._emit_output(name, data, decoder.decode(data))
+                else:
+                    decoder = None
+                    if wanted:
                         self._emit_output(name, data, "")
+                previous = data
                 if self.output_gate is not None:
                     await self.output_gate()
         finally:
+            if decoder is None and self._output_wanted() is OutputWanted.TEXT:
+                decoder = _decoder_after(previous)  # a view came after the last chunk
             rest = decoder.decode(b"", final=True) if decoder is not None else ""
-            if rest and self.listeners:
+            if rest:
                 self._emit_output(name, b"", rest)
             if done is not None:
                 done.set()
+
+    def _output_wanted(self) -> OutputWanted:
+        if not self.listeners:
+            return OutputWanted.NOTHING
+        return self.output_wanted() if self.output_wanted else OutputWanted.TEXT
 
     def _emit_output(self, name: str, data: bytes, text: str) -> None:
         notify(
@@ -488,6 +498,15 @@ class OneshotTask:
         self._settled = True
         if self._done is not None:
             self._done.set()
+
+
+def _decoder_after(previous: bytes) -> StreamDecoder:
+    """A decoder that goes on from the end of `previous`, the chunk read before: a
+    character cut between the two comes out whole (what it decodes of `previous` was
+    told already, or to nobody)."""
+    decoder = StreamDecoder()
+    decoder.decode(previous[-3:])
+    return decoder
 
 
 async def _kill_group(group: ProcessGroup) -> None:

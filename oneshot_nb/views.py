@@ -98,8 +98,9 @@ class _Ticker:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, view: _Live) -> None:
-        self._views[view] = self._next_turn
-        self._next_turn = (self._next_turn + 1) % TICK_SLICES
+        if view not in self._views:  # a view added again keeps its turn
+            self._views[view] = self._next_turn
+            self._next_turn = (self._next_turn + 1) % TICK_SLICES
         # A timer left on a loop that has since closed never fires: start one on this loop.
         if self._handle is None or (self._loop is not None and self._loop.is_closed()):
             try:
@@ -213,7 +214,7 @@ class LogView(widgets.VBox):
         self.tail = LogTail()
         # Made after the task began: start from what the task kept of its output.
         self._seeded_dropped = task.output_dropped > 0
-        self.tail.feed_many(task.output_chunks())
+        self.tail.feed_many(task.output_chunks(final=task.done))
         # Output waits here until the next update: most of a flood scrolls out of the
         # tail before anyone could see it, and feed_many only counts those lines.
         self._pending: list[tuple[str, str]] = []
@@ -303,6 +304,8 @@ class TaskView(widgets.VBox, _Live):
     def _on_event(self, event: TaskEvent) -> None:
         if event.kind == "transition":
             self._throttle.poke()
+
+    _on_event.wants_output = False  # type: ignore[attr-defined]  # the log view has its own
 
     def __repr__(self) -> str:
         # The text a notebook stores beside the widget: stable, so nbval can compare it.

@@ -83,36 +83,66 @@ async def test_a_bytes_only_listener_gets_the_output_undecoded():
     assert outputs and [e.text for e in outputs] == [""] * len(outputs)
 
 
-async def test_output_is_decoded_afresh_after_a_stretch_nobody_decoded():
-    """When text is wanted again after a stretch of bytes-only output, decoding starts
-    afresh: a character cut at the end of the last decoded chunk is not glued to bytes
-    that follow the gap (the first byte after it shows as U+FFFD)."""
+async def test_listeners_of_a_task_that_want_no_output_do_not_make_it_decoded():
+    """A fail-fast batch listens to its tasks for transitions only: with the store (a
+    bytes-only listener) as the only other listener, the output is still not decoded;
+    a listener of the task's own that wants text (a log view) makes it decoded."""
+    async with AsyncOrchestrator() as orch:
+        raw: list[TaskEvent] = []
+
+        def bytes_only(event: TaskEvent) -> None:
+            raw.append(event)
+
+        bytes_only.wants_text = False  # type: ignore[attr-defined]
+        orch.listeners.append(bytes_only)
+        batch = orch.submit_batch([py("print('a' * 100)")] * 2, fail_fast=True)
+        await batch.wait()
+        outputs = [e for e in raw if e.kind == "output"]
+        for task in batch:
+            mine = [e for e in outputs if e.task_id == task.id]
+            assert b"".join(e.data for e in mine) == b"a" * 100 + b"\n"
+        assert {e.text for e in outputs} == {""}
+        raw.clear()
+        task = orch.submit(py("import time; time.sleep(0.3); print('b' * 100)"))
+        task.listeners.append(lambda event: None)  # wants text, as a log view does
+        await task.wait()
+    assert [e.text for e in raw if e.kind == "output"] == ["b" * 100 + "\n"]
+
+
+# Three writes, each ending inside a character: "\xc3\xa9" is "é", "\xe2\x82\xac" is "€".
+PARTS = (b"one \xc3", b"\xa9 two \xe2\x82", b"\xac three")
+
+
+@pytest.mark.parametrize("gap", ["bytes only", "nobody"])
+async def test_text_wanted_again_after_a_gap_continues_from_the_chunk_before(gap: str):
+    """When text is wanted again after output that nobody decoded (only a bytes-only
+    listener, or no listener at all), decoding starts at the end of the chunk just
+    before: a character cut there comes out whole, and nothing held from before the
+    gap is glued to it."""
     async with AsyncOrchestrator() as orch:
         texts: list[str] = []
-        seen = 0
 
         def text_listener(event: TaskEvent) -> None:
             if event.kind == "output":
                 texts.append(event.text)
-                orch.listeners.remove(text_listener)  # text for the first chunk only
+                orch.listeners.remove(text_listener)  # text for one chunk only
 
         def bytes_only(event: TaskEvent) -> None:
-            nonlocal seen
-            if event.kind == "output":
-                seen += 1
-                if seen == 2:
-                    orch.listeners.append(text_listener)  # again from the third chunk
+            pass
 
         bytes_only.wants_text = False  # type: ignore[attr-defined]
-        orch.listeners.extend([bytes_only, text_listener])
-        # Each write ends in the middle of a two-byte character (\xc3\xa9 is "é").
+        if gap == "bytes only":
+            orch.listeners.append(bytes_only)
+        orch.listeners.append(text_listener)
         task = orch.submit(py(
             "import sys, time; out = sys.stdout.buffer\n"
-            "for part in (b'one \\xc3', b'\\xa9 two \\xc3', b'\\xa9 three'):\n"
-            "    out.write(part); out.flush(); time.sleep(0.3)"
+            f"for part in {PARTS!r}:\n"
+            "    out.write(part); out.flush(); time.sleep(0.4)"
         ))
+        await wait_until(lambda: task.bytes_written["stdout"] == len(PARTS[0] + PARTS[1]))
+        orch.listeners.append(text_listener)  # before the third write
         await task.wait()
-    assert texts == ["one ", "\ufffd three"]
+    assert texts == ["one ", "\u20ac three"]
 
 
 async def test_transition_events_of_an_idle_then_stopped_task():

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 
+import anyio
 import ipywidgets as widgets
 import pytest
 from helpers import group_gone, py, wait_until
@@ -151,6 +152,34 @@ async def test_views_started_together_tick_once_a_second_in_different_turns():
     assert {len(burst) for burst in bursts} == {20 // TICK_SLICES}
 
 
+@pytest.mark.timeout(10)
+async def test_a_view_added_to_the_ticker_again_keeps_ticking_once_a_second():
+    """A table adds itself again on every event; that must neither speed its ticks up
+    nor move it to a turn that never comes."""
+    import asyncio
+
+    from oneshot_nb.views import TICK_INTERVAL, _Live, ticker
+
+    loop = asyncio.get_running_loop()
+    ticks: list[float] = []
+
+    class Clock(_Live):
+        def tick(self) -> bool:
+            ticks.append(loop.time())
+            return True
+
+    clock = Clock()
+    ticker.add(clock)
+    begin = loop.time()
+    while loop.time() - begin < 3.2:
+        ticker.add(clock)
+        await anyio.sleep(0.03)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert len(ticks) >= 3
+    assert all(gap == pytest.approx(TICK_INTERVAL, abs=0.05) for gap in gaps)
+    del ticker._views[clock]
+
+
 async def test_text_from_the_task_is_escaped_in_every_html_widget():
     """A name, command, output, reason or error with markup shows as text, never as HTML;
     the log is only ever stream outputs."""
@@ -259,6 +288,26 @@ async def test_a_view_made_late_starts_from_the_output_kept_so_far():
         assert shown_lines(row.log_view) == ["early"]
         row.log_button.value = False
         assert row.children == (row.children[0],)
+
+
+@pytest.mark.parametrize("listening", ["nobody", "a text subscriber"])
+async def test_a_view_made_between_the_halves_of_a_character_shows_it_whole(listening: str):
+    """A view opened while the last read ended inside a character shows that character
+    once and whole when its last byte comes, whether the output was being decoded
+    (a subscriber) or not (nobody listening) until then."""
+    async with AsyncOrchestrator(idle_after=None) as orch:
+        subscription = orch.events() if listening == "a text subscriber" else None
+        task = orch.submit(py(
+            "import sys, time; out = sys.stdout.buffer\n"
+            "out.write(b'caf\\xc3'); out.flush(); time.sleep(0.5)\n"
+            "out.write(b'\\xa9 ok\\n'); out.flush()"
+        ))
+        await wait_until(lambda: task.bytes_written["stdout"] == 4)
+        view = TaskView(task).log_view
+        await task.wait()
+        await wait_until(lambda: shown_lines(view) == ["caf\u00e9 ok"])
+        if subscription is not None:
+            subscription.close()
 
 
 @pytest.mark.timeout(20)
