@@ -11,10 +11,35 @@ from collections.abc import Mapping, Sequence
 import anyio
 from anyio.abc import Process
 
+from .pipes import PipeStream
+
+
+class Child:
+    """A spawned command: its anyio Process, and the read ends of its stdout and stderr."""
+
+    def __init__(self, process: Process, stdout: PipeStream, stderr: PipeStream) -> None:
+        self.process = process
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    async def aclose(self) -> None:
+        """Close the pipes, then wait for the process (anyio kills it if cancelled)."""
+        with anyio.CancelScope(shield=True):
+            await self.stdout.aclose()
+            await self.stderr.aclose()
+        await self.process.aclose()
+
 
 async def spawn(
     command: str | Sequence[str], cwd: str | None, env: Mapping[str, str] | None
-) -> Process:
+) -> Child:
     """Start `command` with stdin closed, stdout and stderr piped, in a new session.
 
     A new session makes the process the leader of its own group, so one signal reaches
@@ -22,15 +47,34 @@ async def spawn(
     EOF instead of waiting for ever. A string runs through the shell, like IPython's `!`.
     """
     full_env = None if env is None else {**os.environ, **env}
-    return await anyio.open_process(
-        command if isinstance(command, str) else list(command),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=full_env,
-        start_new_session=True,
-    )
+    out_read, out_write = os.pipe()
+    try:
+        err_read, err_write = os.pipe()
+    except OSError:
+        os.close(out_read)
+        os.close(out_write)
+        raise
+    stdout, stderr = PipeStream(out_read), PipeStream(err_read)  # sized before use
+    try:
+        process = await anyio.open_process(
+            command if isinstance(command, str) else list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=err_write,
+            cwd=cwd,
+            env=full_env,
+            start_new_session=True,
+        )
+    except BaseException:
+        stdout.close()
+        stderr.close()
+        raise
+    finally:
+        # The child has its own copies of the write ends; ours would keep the pipes
+        # from ever ending.
+        os.close(out_write)
+        os.close(err_write)
+    return Child(process, stdout, stderr)
 
 
 def signal_group(pgid: int, signum: int) -> bool:

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process, TaskGroup
+from anyio.abc import ByteReceiveStream, TaskGroup
 
 from .events import Listener, OutputWanted, TaskEvent, notify
 from .log import BoundedLog, StreamDecoder
 from .machine import OneshotStateMachine, TaskState
 from .options import Command, check_command, check_env, check_options, default_name
-from .process import ProcessGroup, spawn
+from .process import Child, ProcessGroup, spawn
 from .slots import Slots
 
 DEFAULT_IDLE_AFTER = 10.0
@@ -111,7 +111,7 @@ class OneshotTask:
         self._done: anyio.Event | None = None
         self._watchers: TaskGroup | None = None
         self._group: ProcessGroup | None = None
-        self._process: Process | None = None
+        self._process: Child | None = None
         self._stdout_done: anyio.Event | None = None
         self._stderr_done: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
@@ -290,7 +290,7 @@ class OneshotTask:
             with anyio.CancelScope(shield=True):
                 await process.aclose()
 
-    async def _supervise(self, process: Process) -> None:
+    async def _supervise(self, process: Child) -> None:
         self.pid = process.pid
         self._group = group = ProcessGroup(process.pid)
         self.machine.process = group

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 
@@ -385,6 +386,53 @@ async def test_many_tasks_leave_no_file_descriptors_or_zombies_behind():
     for task in tasks:
         assert reaped(task.pid)
     assert our_zombies() == []
+
+
+async def test_spawn_errors_leave_no_file_descriptors_behind():
+    """A spawn that fails (missing cwd, missing program) closes both ends of the pipes
+    it made for the command's output."""
+    await run_batch(4, 4)
+    before = open_fds()
+    async with AsyncOrchestrator(limit=4) as orch:
+        for _ in range(20):
+            orch.submit(["true"], cwd="/nonexistent-oneshot-nb-dir")
+            orch.submit(["oneshot-nb-no-such-program-1f3a"])
+        states = await orch.wait_all()
+    assert states == [TaskState.FAILED] * 40
+    assert open_fds() <= before + 3
+
+
+F_GETPIPE_SZ = 1032
+
+
+def pipe_sizes_until(stop_file: str) -> list[str]:
+    """A command that prints the size of its stdout pipe every 20 ms until `stop_file`
+    exists."""
+    return py(
+        "import fcntl, os, time\n"
+        f"while not os.path.exists({stop_file!r}):\n"
+        f"    print(fcntl.fcntl(1, {F_GETPIPE_SZ}), flush=True); time.sleep(0.02)"
+    )
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETPIPE_SZ"), reason="pipe sizes are set on Linux")
+@pytest.mark.timeout(30)
+async def test_pipes_share_a_budget_among_the_commands_running_at_once(tmp_path):
+    """A command running alone gets a 64 KiB pipe; sixteen at once get 16 KiB each, so
+    that commands flooding the kernel with output wait sooner instead of taking the
+    CPUs from the loop that reads them."""
+    stop = tmp_path / "stop"
+    async with AsyncOrchestrator(limit=16) as orch:
+        alone = orch.submit(pipe_sizes_until(str(stop)))
+        await wait_until(lambda: len(alone.output.split()) >= 5)
+        stop.touch()
+        await alone.wait()
+        stop.unlink()
+        many = [orch.submit(pipe_sizes_until(str(stop))) for _ in range(16)]
+        await wait_until(lambda: all("16384" in task.output.split() for task in many), 10)
+        stop.touch()
+        await orch.wait_all()
+    assert set(alone.output.split()) == {"65536"}
 
 
 # -- listeners ---------------------------------------------------------------------------
