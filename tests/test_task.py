@@ -794,3 +794,47 @@ async def test_stop_ends_even_when_a_daemon_outside_the_group_holds_the_pipes(tm
     finally:
         if pidfile.exists():
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+# -- waiting for exit without a pidfd ------------------------------------------------------
+
+
+@pytest.fixture
+def no_pidfd(monkeypatch):
+    """A system without pidfds (macOS, a Linux before 5.3, a sandbox that refuses)."""
+
+    def refuse(pid: int, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", refuse, raising=False)
+
+
+async def test_without_a_pidfd_exit_codes_and_stops_still_hold(no_pidfd):
+    """Where the loop cannot watch a pidfd a thread waits for the process: exit codes
+    come back, a stopped process group dies and is reaped."""
+    failing = OneshotTask(py("import sys; sys.exit(3)"))
+    assert await failing.run() is TaskState.FAILED
+    assert failing.returncode == 3
+    stubborn = OneshotTask(STUBBORN, grace=GRACE)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stubborn.run)
+        await wait_until(lambda: "ready" in stubborn.output)
+        stubborn.stop()
+    assert stubborn.state is TaskState.INTERRUPTED
+    assert stubborn.returncode == -signal.SIGKILL
+    assert reaped(stubborn.pid) and group_gone(stubborn.pid)
+
+
+@pytest.mark.timeout(20)
+async def test_without_a_pidfd_a_quick_task_is_not_held_up_by_40_slow_ones(no_pidfd):
+    """One waiting thread per process, not anyio's default 40: the 41st process to run
+    is reaped when it exits, not when one of the 40 before it does. (A process is
+    waited for once its output has ended: these close theirs and go on.)"""
+    async with AsyncOrchestrator(limit=50, grace=GRACE) as orch:
+        slow = [orch.submit(["sh", "-c", "exec >&- 2>&-; sleep 60"]) for _ in range(40)]
+        await wait_until(lambda: all(t.state is TaskState.RUNNING for t in slow), 10)
+        await anyio.sleep(1)  # their output ends: each task now waits for its process
+        quick = orch.submit(["true"])
+        with anyio.fail_after(5):
+            assert await quick.wait() is TaskState.COMPLETED
+        orch.stop_all()
