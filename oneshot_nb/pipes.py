@@ -4,13 +4,16 @@ Why our own pipes rather than the ones anyio's `open_process` makes: their size 
 back-pressure a flooding command feels. The kernel's loop can read only so much; when
 many commands print as fast as they can, large pipes let every one of them run ahead and
 compete with the loop for the CPUs, and the notebook stops responding. So the pipes of
-the commands running at once share a budget: up to four get the usual 64 KiB each,
-sixteen get 16 KiB. A pipe is resized when the count changes, right after a read (a
-pipe cannot shrink below what it holds).
+the commands running at once share a budget: each command's two pipes get PIPE_BUDGET
+divided by the number of commands running, which the system rounds up to a power of two
+pages, within 16 and 64 KiB: 64 KiB each for up to seven commands, 32 KiB for eight to
+fifteen, 16 KiB from sixteen. A pipe is resized when the count changes, right after a
+read (a pipe cannot shrink below what it holds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -19,8 +22,8 @@ import anyio
 from anyio.abc import ByteReceiveStream
 from anyio.lowlevel import checkpoint
 
-# What the pipes of all running commands hold together, split evenly, within these
-# bounds (Linux; elsewhere pipes keep the system's size).
+# Split evenly among the commands running, within these bounds (Linux; elsewhere pipes
+# keep the system's size).
 PIPE_BUDGET = 256 << 10
 MIN_PIPE = 16 << 10
 MAX_PIPE = 64 << 10
@@ -84,9 +87,21 @@ class PipeStream(ByteReceiveStream):
         global _open_streams
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            anyio.notify_closing(fd)
+            # Wakes a reader waiting on it. With no loop running, nobody can be waiting.
+            with contextlib.suppress(RuntimeError):
+                anyio.notify_closing(fd)
             os.close(fd)
             _open_streams -= 1
+
+    def __del__(self) -> None:
+        # A stream dropped unclosed (its loop gone) must not keep its fd, nor count
+        # towards the budget for the life of the process.
+        global _open_streams
+        if getattr(self, "_fd", -1) >= 0:
+            with contextlib.suppress(Exception):
+                os.close(self._fd)
+                self._fd = -1
+                _open_streams -= 1
 
     async def aclose(self) -> None:
         self.close()

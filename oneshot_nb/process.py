@@ -52,8 +52,10 @@ class Child:
         if self._pidfd is not None:
             await anyio.wait_readable(self._pidfd)
         else:
+            # A limiter of its own: anyio's default lets 40 threads run at once, and a
+            # 41st process would not be reaped until one of those ended.
             await anyio.to_thread.run_sync(
-                self._popen.wait, abandon_on_cancel=True, limiter=_waiters()
+                self._popen.wait, abandon_on_cancel=True, limiter=anyio.CapacityLimiter(1)
             )
 
     def _close_pidfd(self) -> None:
@@ -67,18 +69,6 @@ class Child:
             await self.stdout.aclose()
             await self.stderr.aclose()
         await self.wait()
-
-
-_waiter_limit: anyio.CapacityLimiter | None = None
-
-
-def _waiters() -> anyio.CapacityLimiter:
-    """Threads that wait for processes where there is no pidfd: one per process, not
-    limited to anyio's default 40, or the 41st would not be reaped until one ends."""
-    global _waiter_limit
-    if _waiter_limit is None:
-        _waiter_limit = anyio.CapacityLimiter(1_000_000)
-    return _waiter_limit
 
 
 async def spawn(

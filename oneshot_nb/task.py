@@ -317,6 +317,9 @@ class OneshotTask:
                     self._watchers.start_soon(self._watch_timeout)
                 if self.machine.INTERRUPTED.is_active:
                     self._watchers.start_soon(self._enforce_stop)  # stopped while starting
+                # Reaped as soon as it exits, not once its pipes end: a daemon it started
+                # may hold them open long after, and it would stay a zombie till then.
+                self._watchers.start_soon(process.wait)
                 self._watchers.start_soon(
                     self._pump, process.stderr, "stderr", self._stderr_done
                 )

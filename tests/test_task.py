@@ -838,3 +838,19 @@ async def test_without_a_pidfd_a_quick_task_is_not_held_up_by_40_slow_ones(no_pi
         with anyio.fail_after(5):
             assert await quick.wait() is TaskState.COMPLETED
         orch.stop_all()
+
+
+@pytest.mark.timeout(15)
+async def test_the_command_is_reaped_when_it_exits_though_a_daemon_holds_its_pipes():
+    """A command that leaves a daemon (own session) holding its output pipes is reaped
+    as soon as it exits, not left a zombie until the pipes end; the task ends with its
+    exit code once they do."""
+    task = OneshotTask("setsid sleep 2 & echo started; exit 3")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_until(lambda: "started" in task.output)
+        # Reaped, its /proc entry is gone (asked without waitpid, which would reap it).
+        await wait_until(lambda: not os.path.exists(f"/proc/{task.pid}"), timeout=1.5)
+        assert task.state is TaskState.RUNNING  # the daemon still holds the pipes
+    assert task.state is TaskState.FAILED
+    assert task.returncode == 3
