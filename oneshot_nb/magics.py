@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import sys
+import weakref
 from collections.abc import Callable
 from keyword import iskeyword
 from typing import Any, TypeVar
@@ -343,17 +344,25 @@ class OneshotMagics(Magics):
             print(f"{task.id}  {task.state.value:<11} {task.name}{code}")
 
 
+# The magics loaded into each shell. `%reload_ext oneshot_nb` loads the extension again:
+# it gets the same magics back, so the tasks running stay within reach of %oneshot_stop
+# and %oneshot_tasks, and no second history writer opens.
+_loaded: weakref.WeakKeyDictionary[Any, OneshotMagics] = weakref.WeakKeyDictionary()
+
+
 def load(shell: Any) -> OneshotMagics:
     """Register the magics with `shell`, and the display of tasks and batches; open
-    the history and settle what a dead kernel left behind."""
+    the history and settle what a dead kernel left behind (once per shell)."""
     from .history_magics import HistoryMagics
 
-    magics = OneshotMagics(shell=shell)
-    magics.open_history()
+    magics = _loaded.get(shell)
+    if magics is None:
+        magics = _loaded[shell] = OneshotMagics(shell=shell)
+        magics.open_history()
+        shell.events.register("pre_run_cell", magics.new_cell)
+        printers = shell.display_formatter.ipython_display_formatter
+        printers.for_type(OneshotTask, magics.display_result)
+        printers.for_type(Batch, magics.display_result)
     shell.register_magics(magics)
     shell.register_magics(HistoryMagics(shell=shell, main=magics))
-    shell.events.register("pre_run_cell", magics.new_cell)
-    printers = shell.display_formatter.ipython_display_formatter
-    printers.for_type(OneshotTask, magics.display_result)
-    printers.for_type(Batch, magics.display_result)
     return magics

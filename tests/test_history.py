@@ -14,6 +14,7 @@ from helpers import eventually, py, query, stored_orchestrator, wait_until
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
+import oneshot_nb.magics as magics_module
 from oneshot_nb import OneshotTask, TaskRecord, TaskState, history, records
 from oneshot_nb import store as store_module
 from oneshot_nb.magics import OneshotMagics, load
@@ -225,6 +226,7 @@ def load_magics(ip) -> Iterator[Callable[[], OneshotMagics]]:
     yield load_them
     for magics in loaded:
         magics._at_exit()
+    magics_module._loaded.pop(ip, None)  # the next test loads fresh magics
 
 
 @pytest.fixture

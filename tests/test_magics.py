@@ -13,6 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import TraitError
 from traitlets.config import Config
 
+import oneshot_nb.magics as magics_module
 from oneshot_nb import Batch, OneshotTask, TaskState
 from oneshot_nb.magics import OneshotMagics, load
 
@@ -42,6 +43,7 @@ def magics(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> Iterator[On
     magics._at_exit()
     ip.events.unregister("pre_run_cell", magics.new_cell)
     ip.configurables.remove(magics)
+    magics_module._loaded.pop(ip, None)  # the next test loads fresh magics
 
 
 def oneshot(ip: InteractiveShell, line: str) -> OneshotTask:
@@ -338,3 +340,16 @@ def test_an_invalid_config_file_setting_is_refused():
     config.OneshotMagics.limit = 0
     with pytest.raises(TraitError, match="limit"):
         OneshotMagics(config=config)
+
+
+def test_reload_ext_keeps_the_magics_and_the_tasks_they_run(ip, magics):
+    """%reload_ext oneshot_nb (load called again) gives back the same magics: a task
+    started before is still stopped by %oneshot_stop, and no second pre-run hook or
+    history writer is added."""
+    task = oneshot(ip, "--quiet sleep 30")
+    again = load(ip)
+    assert again is magics
+    assert ip.events.callbacks["pre_run_cell"].count(magics.new_cell) == 1
+    ip.run_line_magic("oneshot_stop", task.id)
+    eventually(lambda: task.done, timeout=10)
+    assert task.state is TaskState.INTERRUPTED
