@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
@@ -66,6 +66,11 @@ def wanted_by(listener: Listener) -> OutputWanted:
     if not getattr(listener, "wants_text", True):
         return OutputWanted.BYTES
     return OutputWanted.TEXT
+
+
+def most_wanted(listeners: Iterable[Listener]) -> OutputWanted:
+    """The most that any of `listeners` wants of the output."""
+    return max(map(wanted_by, listeners), default=OutputWanted.NOTHING)
 
 
 def notify(listeners: list[Listener], event: TaskEvent) -> None:
@@ -180,9 +185,7 @@ class EventHub:
         output events are not made for nobody, nor decoded for bytes-only listeners."""
         if self._subscriptions:
             return OutputWanted.TEXT
-        if not self.listeners:  # asked for every chunk: the common case comes first
-            return OutputWanted.NOTHING
-        return max(map(wanted_by, self.listeners))
+        return most_wanted(self.listeners)
 
     def subscribe(self, maxsize: int = 1000) -> Subscription:
         subscription = Subscription(maxsize, self._subscriptions.remove)

@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .batch import Batch
-from .events import EventHub, Listener, OutputWanted, Subscription, TaskEvent, wanted_by
+from .events import EventHub, Listener, OutputWanted, Subscription, TaskEvent, most_wanted
 from .machine import TaskState
 from .options import Command, check_command, check_options
 from .process import group_alive, signal_group
@@ -202,8 +202,8 @@ class AsyncOrchestrator:
             wanted = self._hub.wanted()
             if wanted is OutputWanted.TEXT or task.listeners == only_publish:
                 return wanted
-            own = (wanted_by(listener) for listener in task.listeners if listener is not publish)
-            return max(wanted, *own)
+            own = most_wanted(listener for listener in task.listeners if listener is not publish)
+            return max(wanted, own)
 
         task.output_wanted = output_wanted
         self._hub.publish(TaskEvent(task.id, "submitted", time.time()))

@@ -95,13 +95,10 @@ class PipeStream(ByteReceiveStream):
 
     def __del__(self) -> None:
         # A stream dropped unclosed (its loop gone) must not keep its fd, nor count
-        # towards the budget for the life of the process.
-        global _open_streams
-        if getattr(self, "_fd", -1) >= 0:
-            with contextlib.suppress(Exception):
-                os.close(self._fd)
-                self._fd = -1
-                _open_streams -= 1
+        # towards the budget for the life of the process. Quietly: this may run at
+        # interpreter exit, or on an object whose __init__ failed.
+        with contextlib.suppress(Exception):
+            self.close()
 
     async def aclose(self) -> None:
         self.close()

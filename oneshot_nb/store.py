@@ -441,5 +441,11 @@ def _merge(items: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
             )
     for index, (kind, rows) in enumerate(batches):
         if kind == "chunk":
-            batches[index] = (kind, [(t, q, s, w, b"".join(p)) for t, q, s, w, p, _ in rows])
+            batches[index] = (
+                kind,
+                [
+                    (task_id, seq, stream, when, b"".join(pieces))
+                    for task_id, seq, stream, when, pieces, _size in rows
+                ],
+            )
     return batches

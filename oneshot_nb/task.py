@@ -305,7 +305,6 @@ class OneshotTask:
         self._process = process
         self._stdout_done, self._stderr_done = anyio.Event(), anyio.Event()
         self.machine.start()
-        assert process.stdout is not None and process.stderr is not None
         try:
             # Few tasks, and none cancelled on the way out: the watchers return by
             # themselves once the state is final. This keeps the cost of a short command
@@ -462,9 +461,8 @@ class OneshotTask:
             if done or self.last_activity == seen:
                 break
         if self._process is not None:
-            for stream in (self._process.stdout, self._process.stderr):
-                if stream is not None:
-                    await stream.aclose()  # the pump sees the end of its stream
+            await self._process.stdout.aclose()  # each pump sees the end of its stream
+            await self._process.stderr.aclose()
         self._stopped.set()
 
     # -- callbacks from the state machine ----------------------------------------------
