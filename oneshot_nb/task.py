@@ -115,6 +115,7 @@ class OneshotTask:
         self._stdout_done: anyio.Event | None = None
         self._stderr_done: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
+        self._gated = 0  # pumps waiting at the output gate: they will read again
         self._state_waiters: list[anyio.Event] = []
         self._slot_wait: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -378,7 +379,11 @@ class OneshotTask:
                         self._emit_output(name, data, "")
                 previous = data
                 if self.output_gate is not None:
-                    await self.output_gate()
+                    self._gated += 1
+                    try:
+                        await self.output_gate()
+                    finally:
+                        self._gated -= 1
         finally:
             if decoder is None and self._output_wanted() is OutputWanted.TEXT:
                 decoder = _decoder_after(previous)  # a view came after the last chunk
@@ -451,14 +456,15 @@ class OneshotTask:
             await anyio.sleep(min(GROUP_POLL, remaining))
         assert self._stdout_done is not None and self._stderr_done is not None
         while True:
-            # Output still coming (a backlog being read) is waited for; pipes that
-            # stay open and silent once the group is gone are not ours to wait on.
+            # Output still coming (a backlog being read, or waiting for the store's
+            # disk) is waited for; pipes that stay open and silent once the group is
+            # gone are not ours to wait on.
             seen = self.last_activity
             with anyio.move_on_after(KILL_WAIT):
                 await self._stdout_done.wait()
                 await self._stderr_done.wait()
             done = self._stdout_done.is_set() and self._stderr_done.is_set()
-            if done or self.last_activity == seen:
+            if done or (self.last_activity == seen and not self._gated):
                 break
         if self._process is not None:
             await self._process.stdout.aclose()  # each pump sees the end of its stream

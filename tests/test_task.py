@@ -24,7 +24,7 @@ from helpers import (
 )
 
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
-from oneshot_nb.task import DEFAULT_MAX_LOG_BYTES
+from oneshot_nb.task import DEFAULT_MAX_LOG_BYTES, KILL_WAIT
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -854,3 +854,37 @@ async def test_the_command_is_reaped_when_it_exits_though_a_daemon_holds_its_pip
         assert task.state is TaskState.RUNNING  # the daemon still holds the pipes
     assert task.state is TaskState.FAILED
     assert task.returncode == 3
+
+
+@pytest.mark.timeout(15)
+async def test_a_stop_keeps_output_still_in_the_pipe_while_the_store_holds_the_reader(
+    tmp_path,
+):
+    """A stop while the reader waits at the output gate (the store's disk lagging) and
+    the pipe still holds output: that output is read once the gate opens, not thrown
+    away because nothing was read for a while after the group died."""
+    marker = tmp_path / "second part written"
+    task = OneshotTask(
+        py(
+            "import os, sys, time; out = sys.stdout.buffer\n"
+            "out.write(b'a' * 1024); out.flush(); time.sleep(0.2)\n"
+            "out.write(b'b' * 40960); out.flush()\n"
+            f"open({str(marker)!r}, 'w').close(); time.sleep(100)"
+        ),
+        grace=GRACE,
+    )
+    gate_open = anyio.Event()
+
+    async def slow_disk() -> None:
+        await gate_open.wait()
+
+    task.output_gate = slow_disk
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_until(marker.exists)
+        task.stop()
+        await wait_until(lambda: group_gone(task.pid))
+        await anyio.sleep(2 * KILL_WAIT)  # the reader has been held this long: no output
+        gate_open.set()
+    assert task.state is TaskState.INTERRUPTED
+    assert task.bytes_written["stdout"] == 1024 + 40960
