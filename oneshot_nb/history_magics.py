@@ -7,12 +7,12 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from . import records
 from .magics import OneshotMagics
-from .parsing import whole_number
+from .parsing import parse_args, whole_number
 from .store import REDACTED
 from .task import OneshotTask
 
@@ -36,7 +36,7 @@ class HistoryMagics(Magics):
 
         Example: %oneshot_history --limit 20 --failed
         """
-        args = parse_argstring(self.oneshot_history, line)
+        args = parse_args(self.oneshot_history, line)
         self.main._warn_store()
         path = self._history_path()
         if args.prune is not None:
@@ -64,7 +64,7 @@ class HistoryMagics(Magics):
     @line_magic
     def oneshot_log(self, line: str) -> None:
         """Print the whole stored log of a task (stdout and stderr in arrival order)."""
-        args = parse_argstring(self.oneshot_log, line)
+        args = parse_args(self.oneshot_log, line)
         record = self._record(args.task)
         data = record.read_log(args.stream)
         sys.stdout.write(data.decode("utf-8", errors="replace"))
@@ -80,7 +80,7 @@ class HistoryMagics(Magics):
         Env values that were not saved (their names look secret) come from the kernel's
         environment instead.
         """
-        args = parse_argstring(self.oneshot_rerun, line)
+        args = parse_args(self.oneshot_rerun, line)
         record = self._record(args.task)
         env = {k: v for k, v in record.env.items() if v != REDACTED}
         task = self.main._submit(

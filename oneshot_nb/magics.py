@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Float, Integer, TraitError, Unicode, observe, validate
 
@@ -23,6 +23,7 @@ from .orchestrator import AsyncOrchestrator
 from .parsing import (
     check_cwd,
     option_words,
+    parse_args,
     parse_env,
     seconds,
     seconds_or_zero,
@@ -281,7 +282,7 @@ class OneshotMagics(Magics):
             python train.py --seed 1
             python train.py --seed 2
         """
-        args = parse_argstring(self.oneshot_parallel, line)
+        args = parse_args(self.oneshot_parallel, line)
         if args.out is not None and (not args.out.isidentifier() or iskeyword(args.out)):
             raise UsageError(f"--out takes a variable name, got {args.out!r}")
         commands = []
@@ -315,7 +316,7 @@ class OneshotMagics(Magics):
     @line_magic
     def oneshot_stop(self, line: str) -> None:
         """Stop a task by id or name, or every task with --all."""
-        args = parse_argstring(self.oneshot_stop, line)
+        args = parse_args(self.oneshot_stop, line)
         if args.all == bool(args.task):
             raise UsageError("give a task id or name, or --all")
         orchestrator = self.orchestrator

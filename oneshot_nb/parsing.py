@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+from typing import Any
 
 from IPython.core.error import UsageError
 
@@ -42,6 +43,17 @@ def option_words(options: str) -> list[str]:
         return shlex.split(options)
     except ValueError as exc:
         raise UsageError(f"cannot read the options: {exc}") from None
+
+
+def parse_args(magic: Any, line: str) -> argparse.Namespace:
+    """The arguments of a magic declared with @magic_arguments, read with the shell's
+    rules (quotes and backslashes), as %oneshot reads its options. Every parse error is
+    one UsageError line.
+
+    Why not IPython's parse_argstring: it keeps the quotes around a quoted word, so
+    `%oneshot_stop "my task"` would look for a task named with the quotes.
+    """
+    return magic.parser.parse_args(option_words(line))
 
 
 def whole_number(text: str) -> int:
