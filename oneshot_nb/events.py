@@ -94,6 +94,8 @@ class Subscription:
     """
 
     def __init__(self, maxsize: int, on_close: Callable[[Subscription], None]) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError(f"maxsize must be a whole number, got {type(maxsize).__name__}")
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize!r}")
         self.maxsize = maxsize

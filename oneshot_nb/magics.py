@@ -22,11 +22,10 @@ from .batch import Batch
 from .orchestrator import AsyncOrchestrator
 from .parsing import (
     check_cwd,
-    option_words,
+    grace_seconds,
     parse_args,
     parse_env,
     seconds,
-    seconds_or_zero,
     split_command,
     whole_number,
 )
@@ -91,7 +90,7 @@ class OneshotMagics(Magics):
         options[proposal["trait"].name] = proposal["value"]
         try:
             AsyncOrchestrator(1, **options)
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise TraitError(str(exc)) from None
         return proposal["value"]
 
@@ -235,7 +234,7 @@ class OneshotMagics(Magics):
     @argument("--name", help="A name for the task (default: the command).")
     @argument("--idle", type=seconds, metavar="SECONDS", help="Silence before IDLE.")
     @argument("--timeout", type=seconds, metavar="SECONDS", help="Stop after this long.")
-    @argument("--grace", type=seconds_or_zero, metavar="SECONDS", help="SIGTERM to SIGKILL.")
+    @argument("--grace", type=grace_seconds, metavar="SECONDS", help="SIGTERM to SIGKILL.")
     @argument("--cwd", metavar="DIR", help="Directory to run in.")
     @argument("--env", action="append", default=[], metavar="KEY=VALUE", help="Repeatable.")
     @argument("--quiet", action="store_true", help="Show no view.")
@@ -250,7 +249,7 @@ class OneshotMagics(Magics):
             await t.wait()
         """
         options, command = split_command(line)
-        args = self.oneshot.parser.parse_args(option_words(options))
+        args = self.oneshot.parser.parse_args(options)
         if not command:
             raise UsageError("no command given: %oneshot [options] COMMAND")
         submit: dict[str, Any] = {"name": args.name, "env": parse_env(args.env)}
@@ -266,7 +265,7 @@ class OneshotMagics(Magics):
     @argument("--limit", type=whole_number, metavar="N", help="How many run at once.")
     @argument("--idle", type=seconds, metavar="SECONDS", help="Silence before IDLE.")
     @argument("--timeout", type=seconds, metavar="SECONDS", help="Stop each after this long.")
-    @argument("--grace", type=seconds_or_zero, metavar="SECONDS", help="SIGTERM to SIGKILL.")
+    @argument("--grace", type=grace_seconds, metavar="SECONDS", help="SIGTERM to SIGKILL.")
     @argument("--fail-fast", action="store_true", help="Stop the rest when one fails.")
     @argument("--out", metavar="NAME", help="Also store the batch in this variable.")
     @argument("--quiet", action="store_true", help="Show no view.")
@@ -307,27 +306,35 @@ class OneshotMagics(Magics):
     def _submit(self, submit: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return self._call(submit, *args, **kwargs)
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
 
     @magic_arguments()
-    @argument("--all", action="store_true", help="Stop every task.")
+    @argument("--all", action="store_true", help="Every task, or every task of that name.")
     @argument("task", nargs="?", help="The id or name of the task to stop.")
     @line_magic
     def oneshot_stop(self, line: str) -> None:
-        """Stop a task by id or name, or every task with --all."""
+        """Stop a task by id or name, every task with --all, or with `--all NAME` every
+        task of that name.
+
+        A name finds the task of that name that has not ended; when several share it,
+        give an id (they are listed) or --all.
+        """
         args = parse_args(self.oneshot_stop, line)
-        if args.all == bool(args.task):
+        if not args.all and not args.task:
             raise UsageError("give a task id or name, or --all")
         orchestrator = self.orchestrator
-        if args.all:
+        if args.all and not args.task:
             self._call(orchestrator.stop_all)
             return
         try:
-            task = orchestrator.get(args.task)
+            tasks = self._call(orchestrator.find, args.task) if args.all else []
+            if not tasks:
+                tasks = [self._call(orchestrator.get, args.task)]
         except KeyError as exc:
-            raise UsageError(exc.args[0]) from None
-        task.stop()
+            raise UsageError(exc.args[0].replace("give an id", "give an id, or --all")) from None
+        for task in tasks:
+            task.stop()
 
     @line_magic
     def oneshot_tasks(self, line: str) -> None:

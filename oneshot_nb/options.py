@@ -1,10 +1,15 @@
-"""Checking what a task is given: the command, the times, the environment."""
+"""Checking what a task is given: the command, the times, the place, the environment.
+
+Each check raises TypeError for a value of the wrong type and ValueError for a value out
+of range, both naming the argument, and changes nothing.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 Command = str | Sequence[str]
 
@@ -16,61 +21,135 @@ def default_name(command: Command) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def check_command(command: Command) -> Command:
+def check_command(command: Any, argument: str = "command") -> Command:
+    """A shell string, or an argv sequence of str (path-like arguments made str)."""
     if isinstance(command, str):
         if not command.strip():
-            raise ValueError("command must not be empty")
+            raise ValueError(f"{argument} must not be empty")
         if "\0" in command:
-            raise ValueError("command must not contain a NUL character")
+            raise ValueError(f"{argument} must not contain a NUL character")
         return command
-    if isinstance(command, (bytes, bytearray)):
-        raise ValueError("command must be a str or a sequence of str, not bytes")
+    if isinstance(command, (bytes, bytearray)) or not isinstance(command, Sequence):
+        raise TypeError(
+            f"{argument} must be a str or a sequence of str, got {type(command).__name__}"
+        )
     argv = [os.fspath(arg) if isinstance(arg, os.PathLike) else arg for arg in command]
     if not argv:
-        raise ValueError("command must not be empty")
+        raise ValueError(f"{argument} must not be empty")
     for arg in argv:
         if not isinstance(arg, str):
-            raise ValueError(f"command arguments must be str, got {arg!r}")
+            raise TypeError(f"{argument} arguments must be str, got {arg!r}")
         if "\0" in arg:
-            raise ValueError(f"command arguments must not contain a NUL character: {arg!r}")
+            raise ValueError(f"{argument} arguments must not contain a NUL character: {arg!r}")
     return argv
 
 
+def check_commands(commands: Any) -> list[Command]:
+    """The commands of a batch: a sequence of commands, not one command string."""
+    if isinstance(commands, (str, bytes, bytearray)) or not isinstance(commands, Sequence):
+        raise TypeError(
+            f"commands must be a list of commands (str or argv), got {type(commands).__name__}"
+        )
+    if not commands:
+        raise ValueError("commands must not be empty")
+    return [check_command(command, f"commands[{i}]") for i, command in enumerate(commands)]
+
+
+def check_name(name: Any) -> str | None:
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    if not name.strip():
+        raise ValueError("name must not be empty (leave it out for the command's own)")
+    if "\0" in name:
+        raise ValueError("name must not contain a NUL character")
+    return name
+
+
+def check_cwd(cwd: Any) -> str | None:
+    """The directory to run in, made absolute now: a task runs where it was submitted,
+    whatever the kernel's directory is by the time it gets a slot. None: the current
+    directory (None still, when that has been deleted: the command then inherits it)."""
+    if cwd is None:
+        try:
+            return os.getcwd()
+        except OSError:
+            return None
+    if isinstance(cwd, (bytes, bytearray)):
+        cwd = os.fsdecode(bytes(cwd))  # lossless: undecodable bytes become surrogates
+    if not isinstance(cwd, (str, os.PathLike)):
+        raise TypeError(f"cwd must be a str or a path, got {type(cwd).__name__}")
+    path = os.fspath(cwd)
+    if not isinstance(path, str):
+        path = os.fsdecode(path)
+    if not path:
+        raise ValueError("cwd must not be empty")
+    if "\0" in path:
+        raise ValueError("cwd must not contain a NUL character")
+    return os.path.abspath(path)
+
+
 def check_options(
-    idle_after: float | None, timeout: float | None, grace: float, max_log_bytes: int
+    idle_after: Any, timeout: Any, grace: Any, max_log_bytes: Any
 ) -> None:
-    """Raise ValueError naming the first option that is out of range."""
-    _check_seconds("idle_after", idle_after, optional=True)
-    _check_seconds("timeout", timeout, optional=True)
-    _check_seconds("grace", grace, allow_zero=True)
+    """Raise naming the first option that is out of range.
+
+    `idle_after` and `timeout` may be None or inf: never. `grace` must be finite: an
+    infinite grace would leave a process that ignores SIGTERM running for ever.
+    """
+    _check_seconds("idle_after", idle_after, never_ok=True)
+    _check_seconds("timeout", timeout, never_ok=True)
+    _check_seconds("grace", grace, zero_ok=True)
     _check_max_log_bytes(max_log_bytes)
 
 
-def _check_seconds(
-    name: str, value: float | None, *, optional: bool = False, allow_zero: bool = False
-) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = "0 or more" if allow_zero else "more than 0"
-        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+def _check_seconds(name: str, value: Any, *, never_ok: bool = False, zero_ok: bool = False) -> None:
+    if value is None and never_ok:
+        return
+    if zero_ok:
+        rule = "a finite number of seconds >= 0"
+    else:
+        rule = "a number of seconds > 0" + (" (None or inf: never)" if never_ok else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be {rule}, got {type(value).__name__}")
+    valid = value >= 0 if zero_ok else value > 0  # False for nan
+    if not valid or (math.isinf(value) and not never_ok):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 
-def _check_max_log_bytes(value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"max_log_bytes must be a whole number of bytes >= 0, got {value!r}")
+def _check_max_log_bytes(value: Any) -> None:
+    rule = "a whole number of bytes >= 0"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_log_bytes must be {rule}, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"max_log_bytes must be {rule}, got {value!r}")
 
 
-def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
+def check_env(env: Any) -> dict[str, str]:
     if env is None:
         return {}
     if not isinstance(env, Mapping):
-        raise ValueError(f"env must be a mapping of str to str, got {type(env).__name__}")
+        raise TypeError(f"env must be a mapping of str to str, got {type(env).__name__}")
     for key, value in env.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise ValueError(f"env keys and values must be str, got {key!r}: {value!r}")
+            raise TypeError(f"env keys and values must be str, got {key!r}: {value!r}")
         if not key or "=" in key or "\0" in key or "\0" in value:
             raise ValueError(f"env has an invalid variable name or value: {key!r}")
     return dict(env)
+
+
+def check_task_id(task_id: Any) -> str | None:
+    if task_id is None:
+        return None
+    if not isinstance(task_id, str):
+        raise TypeError(f"task_id must be a str, got {type(task_id).__name__}")
+    if not task_id or "\0" in task_id:
+        raise ValueError(f"task_id must be a non-empty str without NUL, got {task_id!r}")
+    return task_id
+
+
+def check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return value

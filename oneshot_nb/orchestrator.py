@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -19,7 +19,15 @@ from anyio.abc import TaskGroup
 from .batch import Batch
 from .events import EventHub, Listener, OutputWanted, Subscription, TaskEvent, most_wanted
 from .machine import TaskState
-from .options import Command, check_command, check_options
+from .options import (
+    Command,
+    check_commands,
+    check_cwd,
+    check_env,
+    check_flag,
+    check_name,
+    check_options,
+)
 from .process import group_alive, signal_group
 from .slots import Slots
 from .task import (
@@ -32,6 +40,10 @@ from .task import (
 logger = logging.getLogger("oneshot_nb")
 
 _UNSET: Any = object()
+# What submit_batch passes on to submit for every task.
+BATCH_OPTIONS = frozenset(
+    {"name", "idle_after", "timeout", "grace", "cwd", "env", "max_log_bytes"}
+)
 
 
 class OrchestratorClosed(RuntimeError):
@@ -115,13 +127,25 @@ class AsyncOrchestrator:
         return list(self._tasks.values())
 
     def get(self, key: str) -> OneshotTask:
-        """The task with this id or, failing that, the newest task with this name."""
+        """The task with this id or, failing that, with this name: the one that has not
+        ended, else the newest. KeyError when there is none, and when several tasks that
+        have not ended share the name (its message lists their ids)."""
+        found = self.find(key)
+        if not found:
+            raise KeyError(f"no task with id or name {key!r}")
+        live = [task for task in found if not task.state.is_final]
+        if len(live) > 1:
+            ids = ", ".join(task.id for task in live)
+            raise KeyError(f"{len(live)} tasks named {key!r} have not ended: {ids}; give an id")
+        return live[0] if live else found[-1]
+
+    def find(self, key: str) -> list[OneshotTask]:
+        """The task with this id, or else every task with this name, oldest first."""
+        if not isinstance(key, str):
+            raise TypeError(f"key must be a task id or name (str), got {type(key).__name__}")
         if key in self._tasks:
-            return self._tasks[key]
-        for task in reversed(self._tasks.values()):
-            if task.name == key:
-                return task
-        raise KeyError(f"no task with id or name {key!r}")
+            return [self._tasks[key]]
+        return [task for task in self._tasks.values() if task.name == key]
 
     def statistics(self) -> OrchestratorStatistics:
         counts = dict.fromkeys(TaskState, 0)
@@ -184,6 +208,8 @@ class AsyncOrchestrator:
         """
         if self._closed:
             raise OrchestratorClosed("orchestrator is closed; create a new one")
+        if slots is not None and not isinstance(slots, Slots):
+            raise TypeError(f"slots must be a Slots, got {type(slots).__name__}")
         given = {"idle_after": idle_after, "timeout": timeout, "grace": grace,
                  "max_log_bytes": max_log_bytes}
         options = {k: (self.defaults[k] if v is _UNSET else v) for k, v in given.items()}
@@ -215,7 +241,7 @@ class AsyncOrchestrator:
 
     def submit_batch(
         self,
-        commands: list[Command],
+        commands: Sequence[Command],
         *,
         limit: int | None = None,
         fail_fast: bool = False,
@@ -223,16 +249,22 @@ class AsyncOrchestrator:
     ) -> Batch:
         """Submit several commands that run at most `limit` at a time (by default the
         orchestrator's limit), under slots of their own: each sees ONESHOT_SLOT in
-        0 .. limit-1. `options` are those of `submit` and apply to every task.
-        Every argument is checked before any task is submitted.
+        0 .. limit-1. `options` are those of `submit` (but `slots`) and apply to every
+        task. Every argument is checked before any task is submitted.
         """
-        if not commands:
-            raise ValueError("commands must not be empty")
+        if self._closed:
+            raise OrchestratorClosed("orchestrator is closed; create a new one")
+        commands = check_commands(commands)
+        unknown = sorted(set(options) - BATCH_OPTIONS)
+        if unknown:
+            raise TypeError(f"submit_batch() got unexpected options: {', '.join(unknown)}")
+        check_flag("fail_fast", fail_fast)
         slots = Slots(self.limit if limit is None else limit)
-        for command in commands:
-            check_command(command)
         given = {k: v for k, v in options.items() if k in self.defaults}
         check_options(**{**self.defaults, **given})
+        check_name(options.get("name"))
+        check_cwd(options.get("cwd"))
+        check_env(options.get("env"))
         tasks = [self.submit(command, slots=slots, **options) for command in commands]
         return Batch(tasks, slots, fail_fast)
 

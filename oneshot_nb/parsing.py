@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 from typing import Any
@@ -16,24 +17,29 @@ FLAG_OPTIONS = ("--quiet",)
 
 
 def seconds(text: str) -> float:
-    """argparse type: a number of seconds greater than 0."""
+    """argparse type: a number of seconds greater than 0, or inf for never."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0 or value != value:
-        raise argparse.ArgumentTypeError(f"expected seconds greater than 0, got {text!r}")
+        value = math.nan
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds > 0 (inf: never), got {text!r}"
+        )
     return value
 
 
-def seconds_or_zero(text: str) -> float:
-    """argparse type: a number of seconds, 0 or more."""
+def grace_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds, 0 or more (a grace must end)."""
     try:
-        if float(text) == 0:
-            return 0.0
+        value = float(text)
     except ValueError:
-        pass
-    return seconds(text)
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number of seconds >= 0, got {text!r}"
+        )
+    return value
 
 
 def option_words(options: str) -> list[str]:
@@ -42,7 +48,8 @@ def option_words(options: str) -> list[str]:
     try:
         return shlex.split(options)
     except ValueError as exc:
-        raise UsageError(f"cannot read the options: {exc}") from None
+        message = str(exc)
+        raise UsageError(f"cannot read the arguments: {message[:1].lower()}{message[1:]}") from None
 
 
 def parse_args(magic: Any, line: str) -> argparse.Namespace:
@@ -67,41 +74,60 @@ def whole_number(text: str) -> int:
     return value
 
 
-def split_command(line: str) -> tuple[str, str]:
-    """Split a %oneshot line into its options and the command, kept verbatim.
+def split_command(line: str) -> tuple[list[str], str]:
+    """Split a %oneshot line into its option words and the command, kept verbatim.
 
     Why not argparse on the whole line: it would take the command's own options
-    (`sh -c '...'`) as the magic's and drop their quotes.
+    (`sh -c '...'`) as the magic's and drop their quotes. A value option's words are
+    joined as `--name=VALUE`, so that a value starting with '-' stays a value.
     """
     pos = 0
+    words: list[str] = []
     while True:
         start = _skip_space(line, pos)
         if start >= len(line):
-            return line, ""
+            return words, ""
         word, end = _read_word(line, start)
+        if _unclosed(line, start, end):
+            raise UsageError(f"cannot read the options: no closing quotation in {line[start:]!r}")
         if word == "--":
-            return line[:start], line[end:].strip()
+            return words, line[end:].strip()
         name = word.split("=", 1)[0]
         if name in FLAG_OPTIONS or (name in VALUE_OPTIONS and "=" in word):
+            words.append(word)
             pos = end
         elif name in VALUE_OPTIONS:
             value_start = _skip_space(line, end)
             if value_start >= len(line):
                 raise UsageError(f"{name} needs a value")
-            pos = _read_word(line, value_start)[1]
+            value, pos = _read_word(line, value_start)
+            if _unclosed(line, value_start, pos):
+                raise UsageError(
+                    f"cannot read the options: no closing quotation in {line[value_start:]!r}"
+                )
+            words.append(f"{name}={value}")
         elif word.startswith("-"):
             raise UsageError(
                 f"unknown option {word!r}: options are {', '.join(VALUE_OPTIONS + FLAG_OPTIONS)}"
                 " and go before the command (use -- to start a command with '-')"
             )
         else:
-            return line[:start], line[start:].strip()
+            return words, line[start:].strip()
 
 
 def _skip_space(line: str, pos: int) -> int:
     while pos < len(line) and line[pos].isspace():
         pos += 1
     return pos
+
+
+def _unclosed(line: str, start: int, end: int) -> bool:
+    """Whether the word at line[start:end] opens a quote it does not close."""
+    try:
+        shlex.split(line[start:end])
+    except ValueError:
+        return True
+    return False
 
 
 def _read_word(line: str, pos: int) -> tuple[str, int]:
@@ -142,9 +168,11 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def check_cwd(cwd: str | None) -> str | None:
+    """--cwd as an absolute path, checked now: a relative one is taken from the
+    directory the kernel is in when the task is submitted."""
     if cwd is None:
         return None
     path = os.path.expanduser(cwd)
-    if not os.path.isdir(path):
+    if "\0" in path or not os.path.isdir(path):
         raise UsageError(f"--cwd: no such directory: {cwd}")
-    return path
+    return os.path.abspath(path)

@@ -79,9 +79,9 @@ async def spawn(
     A new session makes the process the leader of its own group, so one signal reaches
     every process the command starts; closed stdin makes a command that reads input see
     EOF instead of waiting for ever. A string runs through the shell, like IPython's `!`.
-    Spawning blocks the loop for as long as fork and exec take, as asyncio's does.
+    `env` is the whole environment (None: this process's). Spawning blocks the loop
+    for as long as fork and exec take, as asyncio's does.
     """
-    full_env = None if env is None else {**os.environ, **env}
     out_read, out_write = os.pipe()
     try:
         err_read, err_write = os.pipe()
@@ -98,7 +98,7 @@ async def spawn(
             stdout=out_write,
             stderr=err_write,
             cwd=cwd,
-            env=full_env,
+            env=env,
             start_new_session=True,
         )
     except BaseException:
@@ -122,6 +122,16 @@ def signal_group(pgid: int, signum: int) -> bool:
     except PermissionError:
         # On some systems a group whose only member is a zombie answers EPERM.
         return False
+    return True
+
+
+def terminate_group(pgid: int) -> bool:
+    """SIGTERM to group `pgid`, then SIGCONT, so that a member stopped with SIGSTOP (or
+    Ctrl-Z's SIGTSTP) runs and can act on the SIGTERM instead of holding it pending until
+    the grace runs out. False when the group no longer exists."""
+    if not signal_group(pgid, signal.SIGTERM):
+        return False
+    signal_group(pgid, signal.SIGCONT)
     return True
 
 
@@ -184,7 +194,7 @@ class ProcessGroup:
     def terminate(self) -> None:
         self.terminate_requested = True
         if not self.gone:
-            signal_group(self.pgid, signal.SIGTERM)
+            terminate_group(self.pgid)
 
     def kill(self) -> None:
         if not self.gone:

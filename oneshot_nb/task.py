@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import threading
@@ -18,7 +19,16 @@ from anyio.abc import ByteReceiveStream, TaskGroup
 from .events import Listener, OutputWanted, TaskEvent, notify
 from .log import BoundedLog, StreamDecoder
 from .machine import OneshotStateMachine, TaskState
-from .options import Command, check_command, check_env, check_options, default_name
+from .options import (
+    Command,
+    check_command,
+    check_cwd,
+    check_env,
+    check_name,
+    check_options,
+    check_task_id,
+    default_name,
+)
 from .process import Child, ProcessGroup, spawn
 from .slots import Slots
 
@@ -34,6 +44,16 @@ GROUP_POLL = 0.05
 # looks alive while a member is a zombie that init has not reaped yet, and some inits
 # (in containers and micro-VMs) reap only every second or so.
 KILL_WAIT = 0.25
+# After a stopped task's group is gone, its pipes are read for at most this long more
+# (time spent waiting for the store's disk not counted, up to DRAIN_GATED_CAP): output
+# the group wrote is in the pipes by then and takes milliseconds to read, while a daemon
+# that left the group (setsid) may hold them open and keep writing for ever.
+DRAIN_LIMIT = 1.0
+DRAIN_GATED_CAP = 30.0
+OUTPUT_CUT_NOTE = (
+    b"\n[oneshot_nb] output cut after the stop: a process outside the task's process group"
+    b" (started with setsid?) still holds its output; it was left running\n"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +95,18 @@ class OneshotTask:
     ) -> None:
         self.command: Command = check_command(command)
         check_options(idle_after, timeout, grace, max_log_bytes)
-        self.idle_after = None if idle_after is None else float(idle_after)
-        self.timeout = None if timeout is None else float(timeout)
+        # inf means never, as None does: no watcher to run.
+        self.idle_after = None if idle_after in (None, math.inf) else float(idle_after)
+        self.timeout = None if timeout in (None, math.inf) else float(timeout)
         self.grace = float(grace)
         self.max_log_bytes = max_log_bytes
         self.env: dict[str, str] = check_env(env)
-        self.cwd = None if cwd is None else os.fspath(cwd)
-        self.id = task_id or secrets.token_hex(4)
-        self.name = name or default_name(self.command)
+        # Fixed now, not at spawn: a task that waits for a slot runs where, and with the
+        # environment that, the kernel had when it was submitted.
+        self.cwd = check_cwd(cwd)
+        self._environ = {**os.environ, **self.env}
+        self.id = check_task_id(task_id) or secrets.token_hex(4)
+        self.name = check_name(name) or default_name(self.command)
         self.created_at = time.time()
         self.started_at: float | None = None
         self.ended_at: float | None = None
@@ -102,6 +126,8 @@ class OneshotTask:
         # no event and output only stored costs no decoding. None: text for all.
         self.output_wanted: Callable[[], OutputWanted] | None = None
         self.bytes_written = {"stdout": 0, "stderr": 0}
+        # True when a stop closed pipes that a process outside the group held open.
+        self.output_cut = False
         self.last_activity = time.monotonic()
         self._log = BoundedLog(self.max_log_bytes)
         self._next_reason: str | None = None
@@ -273,7 +299,7 @@ class OneshotTask:
             await self._execute()
 
     async def _execute(self) -> None:
-        env = dict(self.env)
+        env = dict(self._environ)
         env["ONESHOT_TASK_ID"] = self.id
         if self.slot is not None:
             env["ONESHOT_SLOT"] = str(self.slot)
@@ -455,20 +481,33 @@ class OneshotTask:
                 break
             await anyio.sleep(min(GROUP_POLL, remaining))
         assert self._stdout_done is not None and self._stderr_done is not None
+        drain = gated = 0.0
         while True:
             # Output still coming (a backlog being read, or waiting for the store's
-            # disk) is waited for; pipes that stay open and silent once the group is
-            # gone are not ours to wait on.
+            # disk) is waited for, within DRAIN_LIMIT; pipes that stay open and silent
+            # once the group is gone are not ours to wait on.
             seen = self.last_activity
+            start = time.monotonic()
             with anyio.move_on_after(KILL_WAIT):
                 await self._stdout_done.wait()
                 await self._stderr_done.wait()
-            done = self._stdout_done.is_set() and self._stderr_done.is_set()
-            if done or (self.last_activity == seen and not self._gated):
+            if self._stdout_done.is_set() and self._stderr_done.is_set():
+                break
+            if self.last_activity == seen and not self._gated:
+                break
+            if self._gated and gated < DRAIN_GATED_CAP:
+                gated += time.monotonic() - start
+            else:
+                drain += time.monotonic() - start
+            if drain >= DRAIN_LIMIT:
+                self.output_cut = True
                 break
         if self._process is not None:
             await self._process.stdout.aclose()  # each pump sees the end of its stream
             await self._process.stderr.aclose()
+        if self.output_cut:  # after the close: no chunk of the daemon's comes after it
+            self._log.append("stderr", OUTPUT_CUT_NOTE)
+            self._emit_output("stderr", OUTPUT_CUT_NOTE, OUTPUT_CUT_NOTE.decode())
         self._stopped.set()
 
     # -- callbacks from the state machine ----------------------------------------------

@@ -211,12 +211,18 @@ ONESHOT_ERRORS = [
     ("   ", "no command given"),
     ("--quiet --name build", "no command given"),
     ("--name", "--name needs a value"),
-    ("--idle abc ls", "--idle: expected a number of seconds, got 'abc'"),
-    ("--idle -1 ls", "--idle: expected seconds greater than 0, got '-1'"),
-    ("--idle 0 ls", "--idle: expected seconds greater than 0, got '0'"),
-    ("--timeout=-5 ls", "--timeout: expected seconds greater than 0, got '-5'"),
-    ("--timeout nan ls", "--timeout: expected seconds greater than 0, got 'nan'"),
-    ("--grace -1 ls", "--grace: expected seconds greater than 0, got '-1'"),
+    ("--idle abc ls", "--idle: expected a number of seconds > 0 (inf: never), got 'abc'"),
+    ("--idle -1 ls", "--idle: expected a number of seconds > 0 (inf: never), got '-1'"),
+    ("--idle 0 ls", "--idle: expected a number of seconds > 0 (inf: never), got '0'"),
+    ("--timeout=-5 ls", "--timeout: expected a number of seconds > 0 (inf: never), got '-5'"),
+    ("--timeout nan ls", "--timeout: expected a number of seconds > 0 (inf: never), got 'nan'"),
+    ("--grace -1 ls", "--grace: expected a finite number of seconds >= 0, got '-1'"),
+    ("--grace inf ls", "--grace: expected a finite number of seconds >= 0, got 'inf'"),
+    ("--grace 1e400 ls", "--grace: expected a finite number of seconds >= 0, got '1e400'"),
+    ("--grace nan ls", "--grace: expected a finite number of seconds >= 0, got 'nan'"),
+    ('--name "my task ls', "no closing quotation"),
+    ("--name 'x", "no closing quotation"),
+    ("--cwd 'a\\0b' ls", "--cwd: no such directory"),
     ("--cwd /nonexistent/dir ls", "--cwd: no such directory: /nonexistent/dir"),
     ("--env X ls", "--env takes KEY=VALUE with a variable name as KEY, got 'X'"),
     ("--env =v ls", "--env takes KEY=VALUE with a variable name as KEY, got '=v'"),
@@ -243,8 +249,11 @@ PARALLEL_ERRORS = [
     ("--limit -1", "echo a", "--limit: expected a whole number of 1 or more, got '-1'"),
     ("--limit two", "echo a", "--limit: expected a whole number, got 'two'"),
     ("--limit 2.5", "echo a", "--limit: expected a whole number, got '2.5'"),
-    ("--idle -1", "echo a", "--idle: expected seconds greater than 0, got '-1'"),
-    ("--timeout soon", "echo a", "--timeout: expected a number of seconds, got 'soon'"),
+    ("--idle -1", "echo a", "--idle: expected a number of seconds > 0 (inf: never), got '-1'"),
+    ("--timeout soon", "echo a", "--timeout: expected a number of seconds > 0"),
+    ("--grace inf", "echo a", "--grace: expected a finite number of seconds >= 0, got 'inf'"),
+    ('--out "jobs', "echo a", "no closing quotation"),
+    ("--limit 99999999999 --out", "echo a", "expected one argument"),
     ("--out 1x", "echo a", "--out takes a variable name, got '1x'"),
     ("--out a-b", "echo a", "--out takes a variable name, got 'a-b'"),
     ("--out class", "echo a", "--out takes a variable name, got 'class'"),
@@ -270,7 +279,7 @@ def test_a_bad_parallel_cell_is_one_clear_line_and_starts_nothing(
     [
         ("oneshot_stop", "nosuch", "no task with id or name 'nosuch'"),
         ("oneshot_stop", "", "give a task id or name, or --all"),
-        ("oneshot_stop", "--all sleeper", "give a task id or name, or --all"),
+        ("oneshot_stop", '"sleeper', "no closing quotation"),
         ("oneshot_tasks", "everything", "%oneshot_tasks takes no arguments"),
     ],
 )
@@ -281,6 +290,81 @@ def test_bad_stop_and_tasks_lines_are_usage_errors(ip, magics, magic, line, mess
     with pytest.raises(UsageError, match=re.escape(message)):
         ip.run_line_magic(magic, line)
     assert not task.state.is_final
+
+
+def test_every_magic_reads_quoted_arguments_as_the_shell_does(ip, magics):
+    """`--name "my task"` names the task `my task`; `%oneshot_stop "my task"` finds it.
+
+    Regression: the other magics kept the quotes, so the task could not be found."""
+    task = oneshot(ip, '--quiet --name "my task" sleep 30')
+    assert task.name == "my task"
+    ip.run_line_magic("oneshot_stop", '"my task"')
+    eventually(lambda: task.done)
+    assert task.state is TaskState.INTERRUPTED
+
+
+def test_a_name_that_starts_with_a_dash_is_a_value(ip, magics):
+    """`--name -x cmd` works as `--name=-x cmd` does: a value option takes the next word."""
+    task = oneshot(ip, "--quiet --name -x true")
+    assert (task.name, task.command) == ("-x", "true")
+
+
+def test_stop_by_a_shared_name_prefers_the_running_task(ip, magics):
+    """Two tasks named `dup`, the newest ended: `%oneshot_stop dup` stops the running one.
+
+    Regression: the newest was picked even when it had ended, and the running one
+    could not be stopped by name."""
+    running = oneshot(ip, "--quiet --name dup sleep 30")
+    ended = oneshot(ip, "--quiet --name dup true")
+    eventually(lambda: ended.done)
+    ip.run_line_magic("oneshot_stop", "dup")
+    eventually(lambda: running.done)
+    assert running.state is TaskState.INTERRUPTED
+
+
+def test_stop_by_a_name_several_running_tasks_share_lists_them_or_stops_all(ip, magics):
+    one = oneshot(ip, "--quiet --name dup sleep 30")
+    two = oneshot(ip, "--quiet --name dup sleep 30")
+    other = oneshot(ip, "--quiet --name other sleep 30")
+    with pytest.raises(UsageError) as error:
+        ip.run_line_magic("oneshot_stop", "dup")
+    assert str(error.value) == (
+        f"2 tasks named 'dup' have not ended: {one.id}, {two.id}; give an id, or --all"
+    )
+    assert not (one.state.is_final or two.state.is_final)
+    ip.run_line_magic("oneshot_stop", "--all dup")
+    eventually(lambda: one.done and two.done)
+    assert not other.state.is_final
+    ip.run_line_magic("oneshot_stop", "--all")
+    eventually(lambda: other.done)
+
+
+def test_infinite_timeout_and_idle_mean_never(ip, magics):
+    task = oneshot(ip, "--quiet --timeout inf --idle inf true")
+    assert (task.timeout, task.idle_after) == (None, None)
+    eventually(lambda: task.done)
+    assert task.state is TaskState.COMPLETED
+
+
+def test_a_queued_task_keeps_the_directory_it_was_submitted_from(ip, magics, tmp_path):
+    """With the limit taken, `%cd A; %oneshot pwd; %cd B`: the queued pwd prints A.
+    A relative --cwd is taken from where the kernel was at submit too."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    (a / "sub").mkdir(parents=True)
+    b.mkdir()
+    ip.run_line_magic("config", "OneshotMagics.limit = 1")
+    here = __import__("os").getcwd()
+    try:
+        ip.run_line_magic("cd", f"-q {a}")
+        blocker = oneshot(ip, "--quiet sleep 0.5")
+        pwd = oneshot(ip, "--quiet pwd")
+        sub = oneshot(ip, "--quiet --cwd sub pwd")
+        ip.run_line_magic("cd", f"-q {b}")
+        eventually(lambda: blocker.done and pwd.done and sub.done)
+    finally:
+        ip.run_line_magic("cd", f"-q {here}")
+    assert (pwd.output, sub.output) == (f"{a}\n", f"{a / 'sub'}\n")
+    assert (pwd.cwd, sub.cwd) == (str(a), str(a / "sub"))
 
 
 # -- configuration --------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import asyncio
 import fcntl
 import logging
 import os
+import sys
+from typing import Any
 
 import anyio
 import pytest
@@ -16,6 +18,7 @@ from oneshot_nb import (
     OneshotTask,
     OrchestratorClosed,
     OrchestratorStatistics,
+    Slots,
     TaskEvent,
     TaskState,
 )
@@ -133,21 +136,44 @@ async def test_raising_the_limit_lets_a_waiting_task_start():
 
 
 async def test_tasks_get_and_wait_all():
-    """`tasks` keeps submission order; get() finds by id, else the newest with that name."""
+    """`tasks` keeps submission order; get() finds by id, else by name."""
     async with AsyncOrchestrator(limit=4) as orch:
         first = orch.submit(py("import time; time.sleep(0.2)"), name="job")
         second = orch.submit(py("import sys; sys.exit(1)"), name="other")
-        third = orch.submit(py("pass"), name="job")
-        assert orch.tasks == [first, second, third]
-        assert list(orch) == [first, second, third]
+        assert orch.tasks == [first, second]
+        assert list(orch) == [first, second]
         assert orch.get(first.id) is first
         assert orch.get("other") is second
-        assert orch.get("job") is third
         with pytest.raises(KeyError, match="nope"):
             orch.get("nope")
-        assert await orch.wait_all() == [
-            TaskState.COMPLETED, TaskState.FAILED, TaskState.COMPLETED
-        ]
+        assert await orch.wait_all() == [TaskState.COMPLETED, TaskState.FAILED]
+        third = orch.submit(py("pass"), name="job")
+        await third.wait()
+        assert orch.get("job") is third  # all ended: the newest
+
+
+async def test_get_by_name_prefers_the_task_that_has_not_ended():
+    """Two tasks named `dup`, the newer one ended: the running one is found by name.
+
+    Regression: get() took the newest by name even when it had ended, so the running
+    one could not be stopped by its name."""
+    async with AsyncOrchestrator(limit=4, grace=GRACE) as orch:
+        running = orch.submit(LONG, name="dup")
+        ended = orch.submit(py("pass"), name="dup")
+        await ended.wait()
+        assert orch.get("dup") is running
+        assert orch.find("dup") == [running, ended]
+        running.stop()
+
+
+async def test_get_by_a_name_that_several_running_tasks_share_lists_their_ids():
+    async with AsyncOrchestrator(limit=4, grace=GRACE) as orch:
+        one = orch.submit(LONG, name="dup")
+        two = orch.submit(LONG, name="dup")
+        ids = f"{one.id}, {two.id}"
+        with pytest.raises(KeyError, match=f"2 tasks named 'dup' have not ended: {ids}"):
+            orch.get("dup")
+        orch.stop_all()
 
 
 async def test_stop_all_stops_running_and_waiting_tasks():
@@ -309,11 +335,23 @@ def test_submit_without_a_running_loop_raises_a_clear_error():
 # -- bad arguments -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("limit", [0, -1, 1.5, True, "2", None])
-def test_bad_limit_raises_value_error_naming_limit(limit):
+@pytest.mark.parametrize(
+    ("limit", "error"),
+    [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError),
+     ("2", TypeError), (None, TypeError)],
+)
+def test_bad_limit_is_refused_naming_limit(limit, error):
     """The limit must be a whole number >= 1; booleans and floats are refused."""
-    with pytest.raises(ValueError, match="limit"):
+    with pytest.raises(error, match="limit must be a whole number"):
         AsyncOrchestrator(limit=limit)
+
+
+def test_a_huge_limit_costs_no_memory_for_the_slots_it_never_hands_out():
+    """Regression: the slots were a list of the whole range, so limit=10**7 took
+    350 MB and 99999999999 raised MemoryError. Now they cost what is in use."""
+    orch = AsyncOrchestrator(limit=99_999_999_999)
+    assert orch.limit == 99_999_999_999
+    assert sys.getsizeof(orch.slots._free) < 1000
 
 
 @pytest.mark.parametrize(
@@ -342,6 +380,12 @@ def test_bad_defaults_raise_value_error_naming_them(options, named):
         ("true", {"grace": -1}, "grace"),
         ("true", {"max_log_bytes": -5}, "max_log_bytes"),
         ("true", {"env": {"A": 1}}, "env"),
+        (None, {}, "command"),
+        (5, {}, "command"),
+        ("true", {"name": 5}, "name"),
+        ("true", {"cwd": 3}, "cwd"),
+        ("true", {"slots": object()}, "slots"),
+        ("true", {"slots": 3}, "slots"),
     ],
 )
 async def test_bad_submit_arguments_raise_and_add_nothing(command, options, named):
@@ -349,7 +393,7 @@ async def test_bad_submit_arguments_raise_and_add_nothing(command, options, name
     async with AsyncOrchestrator() as orch:
         events: list[TaskEvent] = []
         orch.listeners.append(events.append)
-        with pytest.raises(ValueError, match=named):
+        with pytest.raises((TypeError, ValueError), match=named):
             orch.submit(command, **options)
         assert orch.tasks == []
         assert events == []
@@ -468,3 +512,94 @@ async def test_a_listener_of_the_task_gets_output_when_the_orchestrator_has_none
         task.listeners.append(lambda event: seen.append(event.text))
         await task.wait()
     assert "".join(seen) == "hello\n"
+
+
+# -- slots and batches: arguments and memory ---------------------------------------------
+
+
+async def test_slots_hand_out_the_lowest_free_number_across_limit_changes():
+    """With numbers listed only as they are given back, the lowest free one still goes
+    first, a number above a lowered limit is not handed out again while the limit is
+    low, and one still held is never handed out twice when the limit goes back up."""
+    slots = Slots(4)
+    releases: dict[int, anyio.Event] = {}
+
+    async def hold(*, task_status: Any) -> None:
+        # The limiter lends one token per anyio task: each holder is a task of its own.
+        slot = await slots.acquire()
+        releases[slot] = release = anyio.Event()
+        task_status.started(slot)
+        await release.wait()
+        slots.release(slot)
+
+    async def give_back(tg: Any, *numbers: int) -> None:
+        for number in numbers:
+            releases.pop(number).set()
+        await wait_until(lambda: slots.limiter.borrowed_tokens == len(releases))
+
+    async with anyio.create_task_group() as tg:
+        assert [await tg.start(hold) for _ in range(4)] == [0, 1, 2, 3]
+        await give_back(tg, 1)
+        assert await tg.start(hold) == 1
+        slots.limit = 2
+        await give_back(tg, 3, 0, 1)  # 3 is above the new limit: gone for now
+        assert await tg.start(hold) == 0  # 2 is still held: the limit allows one more
+        with anyio.move_on_after(0.1):
+            await tg.start(hold)
+            pytest.fail("a third slot was handed out under a limit of 2")
+        slots.limit = 5
+        assert [await tg.start(hold) for _ in range(3)] == [1, 3, 4]  # 2: still held
+        assert slots.held == {0, 1, 2, 3, 4}
+        await give_back(tg, *list(releases))
+
+
+@pytest.mark.parametrize(
+    ("commands", "options", "error", "message"),
+    [
+        ("true", {}, TypeError, "commands must be a list of commands .* got str"),
+        (None, {}, TypeError, "commands must be a list"),
+        ([], {}, ValueError, "commands must not be empty"),
+        (["true", 5], {}, TypeError, r"commands\[1\] must be a str"),
+        (["true"], {"limit": 0}, ValueError, "limit"),
+        (["true"], {"fail_fast": "yes"}, TypeError, "fail_fast must be True or False"),
+        (["true"], {"slots": Slots(1)}, TypeError, "unexpected options: slots"),
+        (["true"], {"colour": 1}, TypeError, "unexpected options: colour"),
+        (["true"], {"name": 5}, TypeError, "name must be a str"),
+        (["true"], {"cwd": 3}, TypeError, "cwd must be a str or a path"),
+        (["true"], {"grace": float("inf")}, ValueError, "grace must be a finite number"),
+    ],
+)
+async def test_bad_batch_arguments_are_refused_and_start_nothing(
+    commands, options, error, message
+):
+    """Regression: submit_batch("true") ran four tasks t, r, u, e."""
+    async with AsyncOrchestrator() as orch:
+        with pytest.raises(error, match=message):
+            orch.submit_batch(commands, **options)
+        assert orch.tasks == []
+
+
+async def test_a_queued_task_runs_in_the_directory_it_was_submitted_from(
+    tmp_path, monkeypatch
+):
+    """The cwd is read at submit, not at spawn: with the limit taken, a task submitted
+    in A that starts after the kernel moved to B still runs in A, and a relative cwd
+    is taken relative to where it was submitted."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    (a / "sub").mkdir(parents=True)
+    b.mkdir()
+    monkeypatch.chdir(a)
+    monkeypatch.setenv("ONESHOT_PROBE", "at submit")
+    async with AsyncOrchestrator(limit=1, grace=GRACE) as orch:
+        blocker = orch.submit(LONG)
+        code = "import os; print(os.getcwd(), os.environ['ONESHOT_PROBE'])"
+        here = orch.submit(py(code))
+        relative = orch.submit(py(code), cwd="sub")
+        assert (here.cwd, relative.cwd) == (str(a), str(a / "sub"))
+        monkeypatch.chdir(b)
+        monkeypatch.setenv("ONESHOT_PROBE", "later")
+        await wait_for_line(blocker, "up")
+        blocker.stop()
+        await orch.wait_all()
+    assert here.output == f"{a} at submit\n"
+    assert relative.output == f"{a / 'sub'} at submit\n"

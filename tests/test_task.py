@@ -23,6 +23,7 @@ from helpers import (
     wait_until,
 )
 
+import oneshot_nb.task as task_module
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
 from oneshot_nb.task import DEFAULT_MAX_LOG_BYTES, KILL_WAIT
 
@@ -578,9 +579,10 @@ async def test_await_task_is_wait():
     assert await task.wait() is TaskState.COMPLETED
 
 
-async def test_cwd_with_a_nul_byte_is_a_spawn_error():
-    """A cwd the OS cannot take (NUL byte) fails the task; it does not raise from run()."""
-    task = OneshotTask(py("pass"), cwd="/tmp/a\0b")
+async def test_a_cwd_that_is_not_a_directory_is_a_spawn_error(tmp_path):
+    """A cwd the OS cannot enter fails the task; it does not raise from run()."""
+    (tmp_path / "file").write_text("")
+    task = OneshotTask(py("pass"), cwd=tmp_path / "file")
     assert await task.run() is TaskState.FAILED
     assert task.reason == "spawn error"
     assert edges(task) == [(TaskState.CREATED, TaskState.FAILED)]
@@ -700,37 +702,52 @@ def test_task_ids_are_unique():
 # -- bad arguments -----------------------------------------------------------------------
 
 
+V, T = ValueError, TypeError
+
+
 @pytest.mark.parametrize(
-    ("command", "options", "named"),
+    ("command", "options", "error", "message"),
     [
-        ("", {}, "command"),
-        ("   \n", {}, "command"),
-        ([], {}, "command"),
-        (["ls", 3], {}, "command"),
-        (b"ls", {}, "command"),
-        ("true", {"idle_after": -1}, "idle_after"),
-        ("true", {"idle_after": 0}, "idle_after"),
-        ("true", {"idle_after": float("nan")}, "idle_after"),
-        ("true", {"idle_after": True}, "idle_after"),
-        ("true", {"timeout": -0.5}, "timeout"),
-        ("true", {"timeout": 0}, "timeout"),
-        ("true", {"timeout": "5"}, "timeout"),
-        ("true", {"grace": -1}, "grace"),
-        ("true", {"grace": None}, "grace"),
-        ("true", {"max_log_bytes": -1}, "max_log_bytes"),
-        ("true", {"max_log_bytes": 1.5}, "max_log_bytes"),
-        ("true", {"env": {1: "x"}}, "env"),
-        ("true", {"env": {"KEY": 1}}, "env"),
-        ("true", {"env": {"": "x"}}, "env"),
-        ("true", {"env": {"A=B": "x"}}, "env"),
-        ("true", {"env": ["A"]}, "env"),
-        ("echo a\0b", {}, "command"),
-        (["echo", "a\0b"], {}, "command"),
+        ("", {}, V, "command must not be empty"),
+        ("   \n", {}, V, "command must not be empty"),
+        ([], {}, V, "command must not be empty"),
+        (["ls", 3], {}, T, "command arguments must be str, got 3"),
+        (b"ls", {}, T, "command must be a str or a sequence of str, got bytes"),
+        (None, {}, T, "command must be a str or a sequence of str, got NoneType"),
+        (5, {}, T, "command must be a str or a sequence of str, got int"),
+        ("true", {"idle_after": -1}, V, "idle_after must be a number of seconds > 0"),
+        ("true", {"idle_after": 0}, V, "idle_after"),
+        ("true", {"idle_after": float("nan")}, V, "idle_after .* got nan"),
+        ("true", {"idle_after": True}, T, "idle_after .* got bool"),
+        ("true", {"timeout": -0.5}, V, "timeout"),
+        ("true", {"timeout": 0}, V, "timeout"),
+        ("true", {"timeout": "5"}, T, "timeout .* got str"),
+        ("true", {"timeout": float("nan")}, V, r"timeout must be .* \(None or inf: never\)"),
+        ("true", {"grace": -1}, V, "grace must be a finite number of seconds >= 0, got -1"),
+        ("true", {"grace": None}, T, "grace"),
+        ("true", {"grace": float("inf")}, V, "grace must be a finite number .* got inf"),
+        ("true", {"grace": 1e400}, V, "grace must be a finite number .* got inf"),
+        ("true", {"grace": float("nan")}, V, "grace must be a finite number .* got nan"),
+        ("true", {"max_log_bytes": -1}, V, "max_log_bytes"),
+        ("true", {"max_log_bytes": 1.5}, T, "max_log_bytes"),
+        ("true", {"env": {1: "x"}}, T, "env"),
+        ("true", {"env": {"KEY": 1}}, T, "env"),
+        ("true", {"env": {"": "x"}}, V, "env"),
+        ("true", {"env": {"A=B": "x"}}, V, "env"),
+        ("true", {"env": ["A"]}, T, "env must be a mapping"),
+        ("true", {"name": 5}, T, "name must be a str, got int"),
+        ("true", {"name": " "}, V, "name must not be empty"),
+        ("true", {"cwd": 3}, T, "cwd must be a str or a path, got int"),
+        ("true", {"cwd": "a\0b"}, V, "cwd must not contain a NUL"),
+        ("true", {"task_id": 7}, T, "task_id"),
+        ("echo a\0b", {}, V, "command"),
+        (["echo", "a\0b"], {}, V, "command"),
     ],
 )
-def test_bad_arguments_raise_value_error_naming_them(command, options, named):
-    """A bad argument is refused up front, with a message naming it."""
-    with pytest.raises(ValueError, match=named):
+def test_bad_arguments_raise_naming_them(command, options, error, message):
+    """A bad argument is refused up front: TypeError for a wrong type, ValueError for a
+    value out of range, the message naming the argument and the rule."""
+    with pytest.raises(error, match=message):
         OneshotTask(command, **options)
 
 
@@ -749,7 +766,7 @@ def test_bad_arguments_start_nothing(monkeypatch):
 
     monkeypatch.setattr("oneshot_nb.task.spawn", spawn)
     for bad in ({"idle_after": -1}, {"env": {"K": 2}}, {"grace": -1}):
-        with pytest.raises(ValueError):
+        with pytest.raises((TypeError, ValueError)):
             OneshotTask("true", **bad)
     assert calls == []
     assert sys.modules["oneshot_nb.task"].spawn is spawn
@@ -888,3 +905,93 @@ async def test_a_stop_keeps_output_still_in_the_pipe_while_the_store_holds_the_r
         gate_open.set()
     assert task.state is TaskState.INTERRUPTED
     assert task.bytes_written["stdout"] == 1024 + 40960
+
+
+# -- stops that something outside the group or a stopped process would hold up ------------
+
+
+async def test_a_stop_ends_while_a_setsid_daemon_keeps_writing_to_the_pipes(tmp_path):
+    """`setsid` takes a daemon out of the task's group: a stop cannot reach it, and
+    it keeps the pipes open and busy. The stop must still end within grace plus a
+    bounded drain, say that the output was cut, and leave the daemon alone.
+
+    Regression: the stop waited for the pipes to fall silent, so wait() and leaving
+    `async with AsyncOrchestrator()` never returned."""
+    pid_file = tmp_path / "daemon.pid"
+    daemon = f"""
+        import os, sys, time
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        while True:
+            print("d", flush=True)
+            time.sleep(0.05)
+    """
+    command = py(
+        f"""
+        import subprocess, time
+        subprocess.Popen({py(daemon)!r}, start_new_session=True)
+        print("parent up", flush=True)
+        time.sleep(100)
+        """
+    )
+    try:
+        async with AsyncOrchestrator(grace=GRACE) as orch:
+            task = orch.submit(command)
+            await wait_for_line(task, "parent up")
+            await wait_until(lambda: "d\nd\n" in task.output)
+            started = time.monotonic()
+            task.stop()
+            with anyio.fail_after(GRACE + task_module.DRAIN_LIMIT + 3):
+                assert await task.wait() is TaskState.INTERRUPTED
+            took = time.monotonic() - started
+        assert took >= task_module.DRAIN_LIMIT  # the daemon's output was read a while
+        assert task.output_cut
+        assert task.output.endswith(task_module.OUTPUT_CUT_NOTE.decode())
+        daemon_pid = int(pid_file.read_text())
+        assert not process_gone(daemon_pid)  # outside the group: not ours to stop
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+async def test_a_stop_that_drains_in_time_says_nothing_was_cut():
+    task = OneshotTask(py("import time; print('up', flush=True); time.sleep(100)"), grace=GRACE)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_for_line(task, "up")
+        task.stop()
+    assert task.state is TaskState.INTERRUPTED
+    assert not task.output_cut
+    assert task.output == "up\n"
+
+
+async def test_a_stopped_process_gets_sigcont_and_acts_on_sigterm_before_the_grace():
+    """A process stopped with SIGSTOP holds SIGTERM pending; the stop sends SIGCONT
+    after SIGTERM so that it runs its handler (exit 7 here) instead of being killed
+    once the grace runs out."""
+    task = OneshotTask(
+        py(
+            """
+            import signal, sys, time
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))
+            print("ready", flush=True)
+            time.sleep(100)
+            """
+        ),
+        grace=5,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await wait_for_line(task, "ready")
+        os.kill(task.pid, signal.SIGSTOP)
+        await wait_until(lambda: _process_state(task.pid) == "T")
+        started = time.monotonic()
+        task.stop()
+        with anyio.fail_after(3):  # well before the grace's SIGKILL
+            await task.wait()
+    assert task.returncode == 7
+    assert time.monotonic() - started < 3
+
+
+def _process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
