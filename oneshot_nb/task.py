@@ -259,6 +259,8 @@ class OneshotTask:
         reaped inside a shielded scope, the task ends INTERRUPTED with reason
         "shutdown", and the cancellation propagates.
         """
+        if slots is not None and not isinstance(slots, Slots):
+            raise TypeError(f"slots must be a Slots, got {type(slots).__name__}")
         if self._ran:
             raise RuntimeError(f"task {self.id} has already been run")
         self._ran = True

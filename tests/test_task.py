@@ -995,3 +995,14 @@ async def test_a_stopped_process_gets_sigcont_and_acts_on_sigterm_before_the_gra
 def _process_state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
+
+
+async def test_run_with_a_bad_slots_object_raises_and_leaves_the_task_unrun():
+    """Regression: a bad `slots` object killed the task with an engine traceback and
+    ended it INTERRUPTED/shutdown. Now it is a TypeError naming `slots`, and the task
+    can still be run."""
+    task = OneshotTask(py("pass"))
+    with pytest.raises(TypeError, match="slots must be a Slots, got object"):
+        await task.run(object())  # type: ignore[arg-type]
+    assert task.state is TaskState.CREATED
+    assert await task.run() is TaskState.COMPLETED
