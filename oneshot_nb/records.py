@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+from .database import BUSY_TIMEOUT_MS, LIVE_STATES, StoreError, default_path, from_sql, to_sql
 from .machine import TaskState
-from .process import group_alive, process_start_time, signal_group
-from .store import BUSY_TIMEOUT_MS, LIVE_STATES, Store, default_path
+from .process import group_alive, process_start_time, signal_group, terminate_group
+from .redaction import was_redacted
+from .store import Store
 
 # A dead kernel's tasks get at most this long to go after SIGTERM, whatever their grace:
 # loading the extension waits for it.
@@ -21,6 +26,25 @@ RECOVERY_GRACE_CAP = 5.0
 
 # The Store of this process, if one is open, so that reads see what it has queued.
 active_store: Store | None = None
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _reads(fn: F) -> F:
+    """sqlite3's errors (a file that is not a database, or locked too long) become one
+    StoreError line naming the file, instead of a traceback."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.Error as exc:
+            given = signature.bind(*args, **kwargs).arguments
+            path = given["self"].path if "self" in given else given.get("path") or default_path()
+            raise StoreError(f"cannot read the task history at {path}: {exc}") from None
+
+    return reading  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -42,6 +66,19 @@ class TaskRecord:
     session: str
     path: str = field(repr=False)
 
+    @property
+    def redacted_env(self) -> list[str]:
+        """The env names whose values the history does not hold in full: secret-looking
+        names, and values with a password in a URL."""
+        return sorted(name for name, value in self.env.items() if was_redacted(value))
+
+    @property
+    def command_redacted(self) -> bool:
+        """Whether the stored command lost a password in a URL."""
+        words = [self.command] if isinstance(self.command, str) else self.command
+        return any(was_redacted(word) for word in words)
+
+    @_reads
     def read_log(self, stream: str | None = None) -> bytes:
         """The task's whole output as written: one stream ("stdout" or "stderr"), or
         both in the order they arrived."""
@@ -59,6 +96,7 @@ class TaskRecord:
         finally:
             db.close()
 
+    @_reads
     def read_chunks(self, last_bytes: int | None = None) -> tuple[list[tuple[str, bytes]], bool]:
         """The output as stored: (stream, bytes) rows in the order they arrived, and
         whether older rows were left out. With `last_bytes`, only the newest rows that
@@ -80,6 +118,7 @@ class TaskRecord:
         finally:
             db.close()
 
+    @_reads
     def transitions(self) -> list[tuple[str, str, str, float, str | None]]:
         """(event, source, target, time, reason) for each recorded transition."""
         _flush_if_active(self.path)
@@ -96,20 +135,25 @@ class TaskRecord:
             db.close()
 
 
+@_reads
 def history(
     limit: int | None = None,
     *,
+    offset: int = 0,
     failed: bool = False,
     grep: str | None = None,
     path: str | None = None,
 ) -> list[TaskRecord]:
     """Past and present tasks, newest first, from the history database.
 
-    `failed` keeps FAILED tasks only; `grep` keeps those whose name or command contains
-    the text. `path` defaults to ONESHOT_NB_DB or the per-user file.
+    `offset` skips that many of the newest (a table's next page); `failed` keeps FAILED
+    tasks only; `grep` keeps those whose name or command contains the text. `path`
+    defaults to ONESHOT_NB_DB or the per-user file.
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a whole number >= 0, got {offset!r}")
     path = path or default_path()
     if path == ":memory:" or not os.path.exists(path):
         return []
@@ -119,13 +163,13 @@ def history(
     if failed:
         where.append("state = 'FAILED'")
     if grep:
-        where.append("(instr(name, ?) > 0 OR instr(command, ?) > 0)")
-        params += [grep, grep]
+        where.append("oneshot_grep(name, command, argv, ?)")
+        params.append(to_sql(grep))
     if where:
         query += " WHERE " + " AND ".join(where)
     query += " ORDER BY created_at DESC, rowid DESC"
-    if limit is not None:
-        query += f" LIMIT {int(limit)}"
+    if limit is not None or offset:
+        query += f" LIMIT {-1 if limit is None else int(limit)} OFFSET {int(offset)}"
     db = _open(path)
     try:
         db.row_factory = sqlite3.Row
@@ -134,6 +178,7 @@ def history(
         db.close()
 
 
+@_reads
 def get_record(task_id: str, path: str | None = None) -> TaskRecord:
     path = path or default_path()
     if path != ":memory:" and os.path.exists(path):
@@ -149,6 +194,7 @@ def get_record(task_id: str, path: str | None = None) -> TaskRecord:
     raise KeyError(f"no task {task_id!r} in the history")
 
 
+@_reads
 def prune(days: float, path: str | None = None) -> int:
     """Delete tasks that ended more than `days` days ago; return how many."""
     if isinstance(days, bool) or not isinstance(days, (int, float)) or not days >= 0:
@@ -191,7 +237,7 @@ def recover(store: Store) -> list[str]:
         orphans = [row for row in rows if row[7] in (None, host) and not _alive(row[5], row[6])]
         groups = {}
         for _, _, pid, pid_start, grace, *_ in orphans:
-            if pid is not None and _ours(pid, pid_start) and signal_group(pid, signal.SIGTERM):
+            if pid is not None and _ours(pid, pid_start) and terminate_group(pid):
                 groups[pid] = min(grace or 0.0, RECOVERY_GRACE_CAP)
         deadline = time.monotonic() + max(groups.values(), default=0.0)
         while any(group_alive(g) for g in groups) and time.monotonic() < deadline:
@@ -257,17 +303,18 @@ _HAS_PROC = os.path.isdir("/proc/self")
 
 
 def _record(row: Any, path: str) -> TaskRecord:
-    command = json.loads(row["command"]) if row["argv"] else row["command"]
+    # Text that is not UTF-8 (surrogate escapes) is stored as bytes: see database.to_sql.
+    command = from_sql(row["command"])
     return TaskRecord(
         id=row["id"],
-        name=row["name"],
-        command=command,
-        cwd=row["cwd"],
+        name=from_sql(row["name"]),
+        command=json.loads(command) if row["argv"] else command,
+        cwd=from_sql(row["cwd"]),
         env=json.loads(row["env"] or "{}"),
         state=TaskState(row["state"]),
         returncode=row["returncode"],
-        reason=row["reason"],
-        error=row["error"],
+        reason=from_sql(row["reason"]),
+        error=from_sql(row["error"]),
         created_at=row["created_at"],
         started_at=row["started_at"],
         ended_at=row["ended_at"],
@@ -279,9 +326,25 @@ def _record(row: Any, path: str) -> TaskRecord:
 def _open(path: str) -> sqlite3.Connection:
     """A connection for reading and small edits: no creating, no migrating."""
     # Quoted: in a URI, "#", "?" and "%" in the path would otherwise name another file.
-    db = sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, isolation_level=None)
+    # Quoted as bytes: a path that is not UTF-8 names the file os.fsencode gives.
+    uri = f"file:{quote(os.fsencode(path))}?mode=rw"
+    db = sqlite3.connect(uri, uri=True, isolation_level=None)
+    # Text another tool stored that is not UTF-8 reads back as surrogate escapes rather
+    # than failing the whole read.
+    db.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
+    db.create_function("oneshot_grep", 4, _grep, deterministic=True)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return db
+
+
+def _grep(name: Any, command: Any, argv: Any, grep: str | bytes) -> bool:
+    """Whether the task's name or command holds `grep`, compared as the strings the
+    task had (SQL's instr would see the JSON of an argv, with its escapes)."""
+    text = from_sql(grep) or ""
+    if text in (from_sql(name) or ""):
+        return True
+    command = from_sql(command) or ""
+    return text in (" ".join(json.loads(command)) if argv else command)
 
 
 def _flush_if_active(path: str) -> None:

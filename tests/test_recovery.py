@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -436,3 +437,41 @@ def test_oneshot_history_shows_a_widget_table_in_a_kernel(tmp_path, kernels):
     assert failed["content"]["data"]["text/plain"] == "HistoryTable(1 tasks)"
     assert kernel.stdout("%oneshot_log {ok.id}") == "hello\n"
     assert kernel.stdout("%oneshot_log {bad.id}") == "oops\n"
+
+
+def test_a_store_fault_is_said_once_in_the_cell_of_the_next_magic(tmp_path, kernels):
+    """In a kernel, the warning the store logged on its thread printed into whatever
+    cell happened to run, and the next magic printed it again. Now a cell without a
+    magic shows nothing, and the next magic's cell says it once."""
+    db = str(tmp_path / "history.sqlite3")
+    kernel = kernels(db)
+    kernel.run(
+        """
+        from oneshot_nb import database, writer
+        database.BUSY_TIMEOUT_MS = 100
+        writer.RETRY_INTERVAL = 0.1
+        """
+    )
+    kernel.run("%load_ext oneshot_nb")
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        started = kernel.run("t = %oneshot --quiet echo locked\nawait t.wait()")
+        unrelated = kernel.run(
+            """
+            import asyncio
+            from oneshot_nb import records
+            while records.active_store.fault is None:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            """
+        )
+        assert text(started, "stderr") + text(unrelated, "stderr") == ""
+        assert text(kernel.run("%oneshot_tasks"), "stderr") == (
+            f"oneshot_nb: task history cannot be saved to {db} for now (OperationalError:"
+            " database is locked); tasks run on, and it tries again every 0.1 s\n"
+        )
+        assert text(kernel.run("%oneshot_tasks"), "stderr") == ""
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()

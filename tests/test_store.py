@@ -4,7 +4,6 @@ writing neither blocks the event loop nor stops tasks when the database fails.""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sqlite3
 import stat
@@ -14,11 +13,11 @@ import anyio
 import pytest
 from helpers import py, query, stored_orchestrator, wait_until
 
-from oneshot_nb import AsyncOrchestrator, TaskState
-from oneshot_nb import store as store_module
+from oneshot_nb import TaskState
+from oneshot_nb.database import BUSY_TIMEOUT_MS
 from oneshot_nb.process import process_start_time
 from oneshot_nb.records import get_record
-from oneshot_nb.store import BUSY_TIMEOUT_MS, REDACTED, Store, StoreError, connect, redact
+from oneshot_nb.store import REDACTED, Store, StoreError, connect, redact
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -313,41 +312,3 @@ async def test_the_process_start_time_is_kept_through_later_transitions(tmp_path
         task.stop()
         await task.wait()
     assert query(path, "SELECT pid, pid_start FROM tasks") == [(task.pid, start)]
-
-
-async def test_a_database_locked_past_the_timeout_turns_the_store_off_once(
-    tmp_path, monkeypatch, caplog
-):
-    """When another connection holds the write lock longer than the busy timeout, the
-    tasks still complete, the store records its error, calls on_error exactly once,
-    counts what it no longer records, and nothing raises on the loop."""
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 100)
-    path = tmp_path / "history.sqlite3"
-    errors: list[str] = []
-    store = Store(str(path), on_error=errors.append)
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
-        async with AsyncOrchestrator() as orch:
-            store.attach(orch)
-            first = [orch.submit(["echo", f"first {i}"]) for i in range(3)]
-            for task in first:
-                assert await task.wait() is TaskState.COMPLETED
-            await wait_until(lambda: store.error is not None)
-            lost = store.lost_records
-            later = orch.submit(["echo", "later"])
-            assert await later.wait() is TaskState.COMPLETED
-            assert later.output == "later\n"
-            assert store.lost_records > lost
-            assert await anyio.to_thread.run_sync(store.flush, 1.0)
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-        store.close()
-    assert store.error == "OperationalError: database is locked"
-    assert errors == [
-        f"oneshot_nb: task history is no longer saved to {path} ({store.error})"
-    ]
-    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
-    # The lock went before the store closed: still nothing written after the failure.
-    assert query(path, "SELECT count(*) FROM tasks") == [(0,)]

@@ -1,0 +1,219 @@
+"""The history file: where it is, its schema, opening it, the text it holds, and what
+its errors mean for the writer."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+BUSY_TIMEOUT_MS = 10_000  # another kernel's transaction is short; waiting beats failing
+LIVE_STATES = ("CREATED", "RUNNING", "IDLE")
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of every SQLite database file
+
+SCHEMA = [
+    # version 1
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY, pid INTEGER, pid_start INTEGER, host TEXT, started_at REAL
+    );
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY, session TEXT, name TEXT, command TEXT, argv INTEGER,
+        cwd TEXT, env TEXT, created_at REAL, started_at REAL, ended_at REAL,
+        state TEXT, returncode INTEGER, reason TEXT, error TEXT,
+        pid INTEGER, pid_start INTEGER, grace REAL
+    );
+    CREATE INDEX tasks_created ON tasks (created_at);
+    CREATE INDEX tasks_state ON tasks (state);
+    CREATE TABLE transitions (
+        task TEXT, event TEXT, source TEXT, target TEXT, time REAL, reason TEXT
+    );
+    CREATE INDEX transitions_task ON transitions (task);
+    CREATE TABLE chunks (
+        task TEXT, seq INTEGER, stream TEXT, time REAL, data BLOB, PRIMARY KEY (task, seq)
+    );
+    """,
+]
+
+# What a failed write means (primary SQLite result codes). Transient: wait and write
+# again (busy, locked, out of memory, read-only, I/O error, disk full, cannot open).
+# Record: this one row cannot be stored (too big, constraint, type); the others can.
+# Anything else (corrupt, not a database, no such table): the file is not ours to use.
+_TRANSIENT_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+_RECORD_CODES = frozenset({18, 19, 20, 25})
+_TRANSIENT_WORDS = ("locked", "busy", "disk is full", "disk i/o", "unable to open", "readonly")
+
+FaultKind = Literal["transient", "record", "fatal"]
+
+
+class StoreError(RuntimeError):
+    """Raised when the history database cannot be opened or read, or was written by a
+    newer version."""
+
+
+def default_path() -> str:
+    """ONESHOT_NB_DB if set, else history.sqlite3 in the user's data directory."""
+    if os.environ.get("ONESHOT_NB_DB"):
+        return os.environ["ONESHOT_NB_DB"]
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "oneshot_nb", "history.sqlite3")
+
+
+def connect(path: str, busy_timeout_ms: int | None = None) -> sqlite3.Connection:
+    """Open (creating with mode 0600) and migrate the database at `path`."""
+    busy = BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Create the file ourselves so it is private from the first byte.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy / 1000)
+    try:
+        db.execute(f"PRAGMA busy_timeout = {busy}")
+        # Large pages store a log's blobs in fewer, larger writes (a third faster than
+        # the 4 KiB default, measured); it takes effect only when the file is created.
+        db.execute("PRAGMA page_size = 65536")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # see writer.CHECKPOINT_QUIET
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(SCHEMA):
+            raise StoreError(
+                f"history database is at schema version {version}, newer than this "
+                f"oneshot_nb knows ({len(SCHEMA)}); upgrade oneshot_nb or use another file"
+            )
+        for number in range(version, len(SCHEMA)):
+            for statement in filter(str.strip, SCHEMA[number].split(";")):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number + 1}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def to_sql(text: str | None) -> str | bytes | None:
+    """A string as the database can hold it. sqlite3 binds str as strict UTF-8, so a
+    string with surrogate escapes (a file name that is not UTF-8, as os.listdir gives
+    it) is stored as a BLOB of the bytes os.fsencode would give: nothing is lost."""
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # backslashreplace: a lone surrogate no file name can hold (a broken str from
+        # elsewhere) is kept visible rather than refused.
+        return text.encode("utf-8", "surrogateescape" if _escaped(text) else "backslashreplace")
+    return text
+
+
+def from_sql(value: str | bytes | None) -> str | None:
+    """The string `to_sql` was given."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return value
+
+
+def _escaped(text: str) -> bool:
+    return all(
+        "\udc80" <= char <= "\udcff" for char in text if "\ud800" <= char <= "\udfff"
+    )
+
+
+def fault_kind(exc: BaseException) -> FaultKind:
+    """Whether a failed write is worth retrying, costs one record, or ends history."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        if code is not None:
+            code &= 0xFF  # the primary code of an extended one
+            if code in _TRANSIENT_CODES:
+                return "transient"
+            return "record" if code in _RECORD_CODES else "fatal"
+        if isinstance(exc, (sqlite3.InterfaceError, sqlite3.ProgrammingError)):
+            return "record"  # a value sqlite3 could not bind
+        text = str(exc).lower()
+        return "transient" if any(word in text for word in _TRANSIENT_WORDS) else "fatal"
+    if isinstance(exc, (ValueError, TypeError, OverflowError)):  # UnicodeError included
+        return "record"
+    return "transient" if isinstance(exc, OSError) else "fatal"
+
+
+def describe(exc: BaseException) -> str:
+    """An error as one line of a message: our own errors speak for themselves."""
+    return str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+
+
+FileIdentity = tuple[int, int]
+
+
+def identify(path: str) -> FileIdentity:
+    """The file at `path` (device and inode), to tell it from one put in its place."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def file_status(path: str, known: FileIdentity) -> Literal["same", "gone", "replaced", "garbage"]:
+    """Whether `path` is still the database file `known` was taken from: deleted,
+    replaced by another file, or overwritten in place by something not a database."""
+    try:
+        if identify(path) != known:
+            return "replaced"
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return "gone"
+    return "same" if head == SQLITE_MAGIC else "garbage"
+
+
+SIDECARS = ("-wal", "-shm")  # the files SQLite keeps beside a database in WAL mode
+
+
+def sidecars(path: str) -> dict[str, FileIdentity]:
+    """The -wal and -shm files of the database at `path`, as they are now."""
+    found = {}
+    for suffix in SIDECARS:
+        with contextlib.suppress(FileNotFoundError):
+            found[suffix] = identify(path + suffix)
+    return found
+
+
+@contextlib.contextmanager
+def creating(path: str, ours: dict[str, FileIdentity]) -> Iterator[None]:
+    """Hold while opening the database at `path` again, after the file we wrote to was
+    deleted or replaced: kernels of this host take turns, so none deletes the files
+    another has just made.
+
+    The old file's -wal and -shm stay behind (SQLite keeps them for a file deleted
+    while open), and whatever opens the path next would take them for its own: reading
+    our old pages over a new file. So they go first: those that are `ours`, and any
+    while no file is at `path` (nobody may use them then).
+    """
+    parent = Path(path).parent
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        missing = not os.path.exists(path)
+        for suffix, now in sidecars(path).items():
+            if missing or ours.get(suffix) == now:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path + suffix)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
