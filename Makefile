@@ -39,6 +39,7 @@ screenshots: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/views.py
+	$(BIN)/python benchmarks/tables.py
 
 clean:
 	rm -rf $(VENV)

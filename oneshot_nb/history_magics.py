@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -11,9 +12,10 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from . import records
+from .database import StoreError
 from .magics import OneshotMagics
 from .parsing import parse_args, whole_number
-from .store import REDACTED
+from .render import PAGE_SIZE, text_row
 from .task import OneshotTask
 
 
@@ -26,13 +28,16 @@ class HistoryMagics(Magics):
         super().__init__(shell=shell, **kwargs)
 
     @magic_arguments()
-    @argument("--limit", type=whole_number, metavar="N", help="Show the newest N tasks.")
+    @argument(
+        "--limit", type=whole_number, metavar="N", help="Tasks per page, newest first (50)."
+    )
     @argument("--failed", action="store_true", help="Only tasks that FAILED.")
     @argument("--grep", metavar="TEXT", help="Only tasks whose name or command has TEXT.")
     @argument("--prune", type=float, metavar="DAYS", help="Delete tasks older than DAYS.")
     @line_magic
     def oneshot_history(self, line: str) -> None:
-        """Show past and present tasks, newest first, each with its stored log.
+        """Show past and present tasks, newest first, each with its stored log: a page of
+        them, and a button for more (as text, --limit N prints the newest N).
 
         Example: %oneshot_history --limit 20 --failed
         """
@@ -42,21 +47,30 @@ class HistoryMagics(Magics):
         if args.prune is not None:
             try:
                 count = records.prune(args.prune, path=path)
-            except ValueError as exc:
+            except (StoreError, ValueError) as exc:
                 raise UsageError(str(exc)) from None
             print(f"deleted {count} task(s) that ended more than {args.prune:g} days ago")
             return
-        found = records.history(args.limit, failed=args.failed, grep=args.grep, path=path)
+        page = args.limit or PAGE_SIZE
+        # Only the page shown is read, and one record more to know whether there are more.
+        try:
+            found = records.history(page + 1, failed=args.failed, grep=args.grep, path=path)
+        except StoreError as exc:
+            raise UsageError(str(exc)) from None
         if self.main.widgets:
             from .history_view import HistoryTable
 
-            display(HistoryTable(found))
+            def more(offset: int, limit: int) -> list[records.TaskRecord]:
+                return records.history(
+                    limit, offset=offset, failed=args.failed, grep=args.grep, path=path
+                )
+
+            display(HistoryTable(found, more, page))
             return
-        for record in found:
-            code = "" if record.returncode is None else f" exit {record.returncode}"
-            # A task that has not ended has no reason yet: print nothing, not "None".
-            reason = f" {record.reason}" if record.reason else ""
-            print(f"{record.id}  {record.state.value:<11} {record.name}{code}{reason}")
+        for r in found[:page]:
+            print(text_row(r.id, r.state, r.name, r.returncode, r.reason, r.error))
+        if len(found) > page and args.limit is None:
+            print(f"(the newest {page}; %oneshot_history --limit N shows more)")
 
     @magic_arguments()
     @argument("--stream", choices=("stdout", "stderr"), help="Only this stream.")
@@ -66,23 +80,32 @@ class HistoryMagics(Magics):
         """Print the whole stored log of a task (stdout and stderr in arrival order)."""
         args = parse_args(self.oneshot_log, line)
         record = self._record(args.task)
-        data = record.read_log(args.stream)
+        try:
+            data = record.read_log(args.stream)
+        except StoreError as exc:
+            raise UsageError(str(exc)) from None
         sys.stdout.write(data.decode("utf-8", errors="replace"))
         sys.stdout.flush()
 
     @magic_arguments()
     @argument("--quiet", action="store_true", help="Show no view.")
+    @argument(
+        "--env-from-kernel",
+        action="store_true",
+        help="Take the env values that were not saved from the kernel's environment now.",
+    )
     @argument("task", help="The id of a task in the history.")
     @line_magic
     def oneshot_rerun(self, line: str) -> OneshotTask:
         """Run a past task's command again, with the same cwd and env overrides.
 
-        Env values that were not saved (their names look secret) come from the kernel's
-        environment instead.
+        Env values that were not saved (secret-looking names, passwords in URLs) are
+        refused with their names, unless --env-from-kernel takes the kernel's own.
+        A command that lost a password in a URL cannot run again.
         """
         args = parse_args(self.oneshot_rerun, line)
         record = self._record(args.task)
-        env = {k: v for k, v in record.env.items() if v != REDACTED}
+        env = _rerun_env(record, args.env_from_kernel)
         task = self.main._submit(
             self.main.orchestrator.submit, record.command, name=record.name, cwd=record.cwd, env=env
         )
@@ -92,6 +115,7 @@ class HistoryMagics(Magics):
     def _history_path(self) -> str:
         # The open store, not the db setting: with db = ":memory:", or a file that could
         # not be opened, the setting still names a path, but history is off.
+        self.main._warn_store()  # what went wrong with the store, said before its data
         if self.main.store is None:
             raise UsageError("task history is off (OneshotMagics.db or ONESHOT_NB_DB)")
         return self.main.store.path
@@ -102,5 +126,32 @@ class HistoryMagics(Magics):
             return records.get_record(task_id, path=path)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
+        except StoreError as exc:
+            raise UsageError(str(exc)) from None
 
 
+def _rerun_env(record: records.TaskRecord, from_kernel: bool) -> dict[str, str]:
+    """The env overrides to rerun `record` with: its own, and for the values that were
+    not saved, the kernel's (only when asked: the value may have changed since)."""
+    if record.command_redacted:
+        raise UsageError(
+            f"cannot rerun task {record.id}: its command held a password in a URL, which"
+            " was not saved; run it again with %oneshot"
+        )
+    missing = record.redacted_env
+    if missing and not from_kernel:
+        raise UsageError(
+            f"cannot rerun task {record.id}: the values of {', '.join(missing)} were not"
+            " saved; --env-from-kernel takes the kernel's"
+        )
+    absent = [name for name in missing if name not in os.environ]
+    if absent:
+        raise UsageError(
+            f"cannot rerun task {record.id}: the values of {', '.join(absent)} were not"
+            " saved, and the kernel has none"
+        )
+    # Given explicitly, so that the rerun's own record is redacted as the original's.
+    return {
+        name: os.environ[name] if name in missing else value
+        for name, value in record.env.items()
+    }

@@ -1,33 +1,42 @@
-"""Widgets for the history: a table of past tasks, each with its log on demand."""
+"""Widgets for the history: past tasks a page at a time, each with its log on demand."""
 
 from __future__ import annotations
 
 import datetime as dt
 import html
+import sqlite3
+from collections.abc import Callable
 
 import ipywidgets as widgets
 
+from .database import StoreError
 from .log import StreamDecoder
 from .records import TaskRecord
+from .render import (
+    CSS,
+    PAGE_SIZE,
+    info_span,
+    line_html,
+    outcome,
+    seconds_text,
+    state_badge,
+    title_html,
+)
+from .tables import Row, RowParts
 from .tail import LogTail
-from .views import CSS, header, seconds_text, state_badge
+
+# Enough of the newest output for the tail a view shows, with room for long lines.
+TAIL_BYTES = 1 << 20
 
 
-def record_info(record: TaskRecord) -> str:
+def record_info(record: TaskRecord) -> list[str]:
+    """When it started, how long it ran, its exit code and what the reason adds."""
     parts = []
     if record.started_at is not None:
         parts.append(dt.datetime.fromtimestamp(record.started_at).strftime("%Y-%m-%d %H:%M:%S"))
         if record.ended_at is not None:
             parts.append(seconds_text(record.ended_at - record.started_at))
-    if record.returncode is not None:
-        parts.append(f"exit code {record.returncode}")
-    if record.reason:
-        parts.append(record.reason)
-    return " · ".join(parts)
-
-
-# Enough of the newest output for the tail a view shows, with room for long lines.
-TAIL_BYTES = 1 << 20
+    return parts + outcome(record.returncode, record.reason, record.error)
 
 
 def log_tail(record: TaskRecord) -> tuple[LogTail, bool]:
@@ -44,71 +53,100 @@ def log_tail(record: TaskRecord) -> tuple[LogTail, bool]:
     return tail, cut
 
 
-class RecordRow(widgets.VBox):
+class RecordRow(Row):
     """A past task: badge, name and command, when and how it ended, and a Log toggle."""
 
-    def __init__(self, record: TaskRecord) -> None:
+    def __init__(self, record: TaskRecord, parts: RowParts | None = None) -> None:
         self.record = record
-        command = record.command if isinstance(record.command, str) else " ".join(record.command)
-        title = (
-            f'<span class="oneshot-title"><b>{html.escape(record.name)}</b>'
-            f' <code style="color:#555">{html.escape(command[:200])}</code>'
-            f' <span style="color:#999">#{html.escape(record.id)}</span></span>'
+        super().__init__(parts or RowParts(), [], "Show the stored log")
+        self.text.value = line_html(
+            state_badge(record.state),
+            title_html(record.name, record.command, record.id),
+            info_span(record_info(record)),
         )
-        info = html.escape(record_info(record))
-        info = f'<span class="oneshot-info" style="color:#555">{info}</span>'
-        self.log_button = widgets.ToggleButton(description="Log", tooltip="Show the stored log")
-        self.log_button.layout.width = "60px"
-        self.log_button.observe(self._toggle_log, "value")
-        title_box = widgets.HTML(title)
-        title_box.add_class("oneshot-title-box")
-        line = header(
+
+    def make_log(self) -> widgets.VBox:
+        tail, cut = log_tail(self.record)
+        note = ""
+        if cut or tail.hidden_lines:
+            hidden = "earlier output" if cut else f"{tail.hidden_lines} earlier lines"
+            note = f"{hidden} not shown; %oneshot_log {self.record.id} prints it all"
+        output = widgets.Output(
+            layout=widgets.Layout(max_height="320px", overflow="auto", border="1px solid #ddd")
+        )
+        output.add_class("oneshot-log")
+        output.outputs = tail.outputs()
+        return widgets.VBox(
             [
-                widgets.HTML(state_badge(record.state)),
-                title_box,
-                widgets.HTML(info),
-                self.log_button,
+                widgets.HTML(
+                    f'<span class="oneshot-hidden" style="color:#999">{html.escape(note)}</span>'
+                ),
+                output,
             ]
         )
-        self.log_view: widgets.VBox | None = None
-        super().__init__([line])
-        self.add_class("oneshot-row")
-
-    def _toggle_log(self, change: dict) -> None:
-        if not change["new"]:
-            self.children = self.children[:1]
-            return
-        if self.log_view is None:
-            tail, cut = log_tail(self.record)
-            hidden = "earlier output" if cut else f"{tail.hidden_lines} earlier lines"
-            note = (
-                f"{hidden} not shown; %oneshot_log {self.record.id} prints it all"
-                if cut or tail.hidden_lines
-                else ""
-            )
-            output = widgets.Output(
-                layout=widgets.Layout(max_height="320px", overflow="auto", border="1px solid #ddd")
-            )
-            output.add_class("oneshot-log")
-            output.outputs = tail.outputs()
-            self.log_view = widgets.VBox(
-                [
-                    widgets.HTML(f'<span class="oneshot-hidden" style="color:#999">{note}</span>'),
-                    output,
-                ]
-            )
-        self.children = (self.children[0], self.log_view)
 
 
 class HistoryTable(widgets.VBox):
-    """Past tasks, newest first; each row opens its stored log."""
+    """Past tasks, newest first, a page at a time; each row opens its stored log.
 
-    def __init__(self, records: list[TaskRecord]) -> None:
-        self.records = records
-        title = widgets.HTML(f"<b>{len(records)} tasks</b>, newest first")
-        super().__init__([widgets.HTML(CSS), title, *(RecordRow(record) for record in records)])
+    `found` is the first page as read, with one record more when there are more (that
+    one is not shown); `more(offset, limit)` reads further pages for the "Show more"
+    button.
+    """
+
+    def __init__(
+        self,
+        found: list[TaskRecord],
+        more: Callable[[int, int], list[TaskRecord]],
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.records: list[TaskRecord] = []
+        self.page_size = page_size
+        self._more = more
+        self._ids: set[str] = set()
+        self._parts = RowParts()
+        self.title = widgets.HTML()
+        self.rows_box = widgets.VBox()
+        self.more_button = widgets.Button(
+            description=f"Show {page_size} more", tooltip="Show older tasks"
+        )
+        self.more_button.on_click(lambda _: self.show_more())
+        super().__init__([widgets.HTML(CSS), self.title, self.rows_box, self.more_button])
         self.add_class("oneshot-history")
+        self._show(found[:page_size], len(found) > page_size)
 
     def __repr__(self) -> str:
         # Stable text beside the widget, so that nbval can compare it.
         return f"HistoryTable({len(self.records)} tasks)"
+
+    def show_more(self) -> None:
+        """Add a page of older tasks. Tasks started since the last page move every older
+        one down: those shown already come again, and are skipped for the next ones."""
+        new: list[TaskRecord] = []
+        offset, more = len(self.records), True
+        try:
+            while more and len(new) < self.page_size:
+                want = self.page_size - len(new)
+                found = self._more(offset, want + 1)
+                more = len(found) > want
+                offset += want
+                new += [r for r in found[:want] if r.id not in self._ids]
+                self._ids.update(r.id for r in new)
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            # A click has no cell to raise into: say it where the user looks.
+            self.title.value = (
+                f'<b style="color:#c62828">cannot read more of the history:'
+                f" {html.escape(str(exc))}</b>"
+            )
+            return
+        self._show(new, more)
+
+    def _show(self, new: list[TaskRecord], more: bool) -> None:
+        self.records += new
+        self._ids.update(r.id for r in new)
+        if new:
+            rows = [RecordRow(record, self._parts) for record in new]
+            self.rows_box.children = (*self.rows_box.children, *rows)
+        older = ", older ones by the button below" if more else ""
+        self.title.value = f"<b>{len(self.records)} tasks</b>, newest first{older}"
+        self.more_button.layout.display = None if more else "none"

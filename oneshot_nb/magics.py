@@ -75,7 +75,7 @@ class OneshotMagics(Magics):
         # when a cell runs without history (as nbval runs them).
         self._shown: set[int] = set()
         self.store: Store | None = None
-        self._store_warning: str | None = None
+        self._store_warnings: list[str] = []  # what the store said, for the next magic
         super().__init__(shell=shell, **kwargs)
 
     @validate("limit")
@@ -164,18 +164,21 @@ class OneshotMagics(Magics):
         """Open the history database and settle what dead kernels left running.
 
         A database that cannot be used turns history off with one warning; tasks run
-        as usual without it.
+        as usual without it. What goes wrong later the next magic says, once.
         """
         path = self.db or default_path()
         if path == ":memory:":
             return
+        store = None
         try:
-            self.store = Store(path, on_error=self._store_failed)
-            settled = records.recover(self.store)
+            store = Store(path, on_error=self._store_failed)
+            settled = records.recover(store)
         except Exception as exc:
-            self.store = None
+            if store is not None:
+                store.close()  # its writer thread would run on for nothing
             print(f"oneshot_nb: task history is off: cannot use {path}: {exc}", file=sys.stderr)
             return
+        self.store = store
         records.active_store = self.store
         atexit.register(self._at_exit)
         if settled:
@@ -187,13 +190,15 @@ class OneshotMagics(Magics):
 
     def _store_failed(self, message: str) -> None:
         # Called on the store's thread: the warning is shown by the next magic, in the
-        # cell that runs it, rather than printed into whatever cell is running now.
-        self._store_warning = message
+        # cell that runs it, rather than printed into whatever cell is running now (the
+        # store logs it at debug level only, for the same reason). list.append and
+        # list.pop are atomic, so the two threads need no lock.
+        self._store_warnings.append(message)
 
     def _warn_store(self) -> None:
-        if self._store_warning:
-            print(self._store_warning, file=sys.stderr)
-            self._store_warning = ""
+        """Say, once each, what the store reported since the last magic."""
+        while self._store_warnings:
+            print(self._store_warnings.pop(0), file=sys.stderr)
 
 
     # -- showing ----------------------------------------------------------------------
@@ -336,20 +341,27 @@ class OneshotMagics(Magics):
         for task in tasks:
             task.stop()
 
+    @magic_arguments()
+    @argument("--limit", type=whole_number, metavar="N", help="Rows per page (50).")
     @line_magic
     def oneshot_tasks(self, line: str) -> None:
-        """Show a live table of every task in this kernel."""
-        if line.strip():
-            raise UsageError("%oneshot_tasks takes no arguments")
+        """Show a live table of every task in this kernel, the newest first: a page of
+        rows, and a button for more. As text, the newest N (--limit) are printed."""
+        from .render import PAGE_SIZE, text_row
+
+        args = parse_args(self.oneshot_tasks, line)
+        page = args.limit or PAGE_SIZE
         orchestrator = self.orchestrator
         if self.widgets:
             from .views import tasks_table
 
-            display(tasks_table(orchestrator))
+            display(tasks_table(orchestrator, page))
             return
-        for task in orchestrator.tasks:
-            code = "" if task.returncode is None else f" exit {task.returncode}"
-            print(f"{task.id}  {task.state.value:<11} {task.name}{code}")
+        tasks = orchestrator.tasks
+        if len(tasks) > page and args.limit is None:
+            print(f"({len(tasks) - page} older tasks not shown: %oneshot_tasks --limit N)")
+        for t in tasks[-page:]:
+            print(text_row(t.id, t.state, t.name, t.returncode, t.reason, t.error))
 
 
 # The magics loaded into each shell. `%reload_ext oneshot_nb` loads the extension again:

@@ -3,6 +3,8 @@ InteractiveShell, including a history that is off or whose database fails."""
 
 from __future__ import annotations
 
+import logging
+import os
 import shlex
 import sqlite3
 import time
@@ -15,8 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import oneshot_nb.magics as magics_module
-from oneshot_nb import OneshotTask, TaskRecord, TaskState, history, records
-from oneshot_nb import store as store_module
+from oneshot_nb import OneshotTask, TaskRecord, TaskState, database, history, records, writer
 from oneshot_nb.magics import OneshotMagics, load
 from oneshot_nb.records import get_record, prune
 from oneshot_nb.store import REDACTED
@@ -251,8 +252,8 @@ def test_oneshot_history_prints_a_text_table_newest_first(ip, magics, capsys):
     ip.run_line_magic("oneshot_history", "")
     assert capsys.readouterr().out.splitlines() == [
         f"{running.id}  RUNNING     third",
-        f"{second.id}  FAILED      second exit 3 exit",
-        f"{first.id}  COMPLETED   first exit 0 exit",
+        f"{second.id}  FAILED      second exit 3",
+        f"{first.id}  COMPLETED   first exit 0",
     ]
     running.stop()
 
@@ -312,19 +313,16 @@ def test_oneshot_log_prints_the_whole_log_not_just_the_tail_in_memory(ip, magics
     assert capsys.readouterr().out == "the end\n"
 
 
-def test_oneshot_rerun_runs_the_same_command_in_the_same_cwd_without_secrets(
-    ip, magics, tmp_path, monkeypatch, capsys
+def test_oneshot_rerun_runs_the_same_command_in_the_same_cwd_with_the_same_env(
+    ip, magics, tmp_path
 ):
-    """%oneshot_rerun ID submits the stored command with its cwd and env overrides (a
-    redacted value is left out, so the kernel's own applies) and returns a task that
-    completes."""
-    monkeypatch.delenv("API_TOKEN", raising=False)
+    """%oneshot_rerun ID submits the stored command with its name, cwd and env overrides,
+    and returns a new task that completes."""
     workdir = tmp_path / "work"
     workdir.mkdir()
-    command = "pwd; echo $MODE ${API_TOKEN:-no token}"
-    options = f"--name again --cwd {workdir} --env MODE=fast --env API_TOKEN=s3"
-    first = oneshot(ip, f"{options} {command}")
-    assert first.output == f"{workdir}\nfast s3\n"
+    command = "pwd; echo $MODE"
+    first = oneshot(ip, f"--name again --cwd {workdir} --env MODE=fast {command}")
+    assert first.output == f"{workdir}\nfast\n"
     rerun = ip.run_line_magic("oneshot_rerun", f"--quiet {first.id}")
     assert isinstance(rerun, OneshotTask)
     assert rerun.id != first.id
@@ -333,7 +331,7 @@ def test_oneshot_rerun_runs_the_same_command_in_the_same_cwd_without_secrets(
     )
     eventually(lambda: rerun.done)
     assert rerun.state is TaskState.COMPLETED
-    assert rerun.output == f"{workdir}\nfast no token\n"
+    assert rerun.output == first.output
     assert get_record(rerun.id).read_log() == rerun.output.encode()
 
 
@@ -345,6 +343,27 @@ def test_oneshot_rerun_of_an_argv_task_runs_the_same_argv(ip, magics, db):
     assert rerun.command == argv
     eventually(lambda: rerun.done)
     assert rerun.output == original.output == "$HOME a  b\n"
+
+
+def test_oneshot_rerun_of_a_file_name_that_is_not_utf8_runs_the_same_command(
+    ip, magics, tmp_path
+):
+    """A file name that is not UTF-8 (from os.listdir, through {var}) made the store
+    fail and history go off. Now the task runs, and its rerun runs the very same
+    command in the same directory."""
+    workdir = tmp_path / os.fsdecode(b"dir\xff")
+    workdir.mkdir()
+    (workdir / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"found\n")
+    [ip.user_ns["listed"]] = os.listdir(workdir)
+    ip.user_ns["workdir"] = str(workdir)
+    first = ip.run_line_magic("oneshot", "--quiet --cwd {workdir} cat {listed}")
+    eventually(lambda: first.done)
+    assert (first.state, first.output) == (TaskState.COMPLETED, "found\n")
+    rerun = ip.run_line_magic("oneshot_rerun", f"--quiet {first.id}")
+    eventually(lambda: rerun.done)
+    assert (rerun.command, rerun.cwd) == (first.command, first.cwd)
+    assert (rerun.state, rerun.output) == (TaskState.COMPLETED, "found\n")
+    assert (magics.store.error, magics.store.skipped_records) == (None, 0)
 
 
 @pytest.mark.parametrize("magic", ["oneshot_log", "oneshot_rerun"])
@@ -415,23 +434,27 @@ def test_a_corrupt_database_turns_history_off_with_one_warning(
         assert f.read() == garbage
 
 
-def test_a_store_that_fails_later_is_warned_once_by_the_next_magic(
-    ip, db, load_magics, monkeypatch, capsys
+def test_a_store_fault_and_its_end_are_each_said_once_by_the_next_magic(
+    ip, db, load_magics, monkeypatch, capsys, caplog
 ):
-    """When the database is locked past the timeout while tasks run, the tasks go on,
-    and the next magic (not a background thread) prints the warning, once."""
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 100)
+    """When the database is locked past the timeout while tasks run, the tasks go on and
+    the next magic says so, once; when the lock goes, the next magic says history is
+    saved again. Neither line comes from the store's thread (which would print it into
+    whatever cell runs) or twice (it was logged and also queued for the magic)."""
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(writer, "RETRY_INTERVAL", 0.1)
     magics = load_magics()
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         task = oneshot(ip, "echo while locked")
-        eventually(lambda: magics.store.error is not None)
+        eventually(lambda: magics.store.fault is not None)
         assert capsys.readouterr().err == ""
         ip.run_line_magic("oneshot_tasks", "")
         assert capsys.readouterr().err == (
-            f"oneshot_nb: task history is no longer saved to {db}"
-            " (OperationalError: database is locked)\n"
+            f"oneshot_nb: task history cannot be saved to {db} for now"
+            " (OperationalError: database is locked); tasks run on, and it tries again"
+            " every 0.1 s\n"
         )
         later = oneshot(ip, "echo after")
         ip.run_line_magic("oneshot_tasks", "")
@@ -440,3 +463,40 @@ def test_a_store_that_fails_later_is_warned_once_by_the_next_magic(
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
+    eventually(lambda: magics.store.fault is None)
+    ip.run_line_magic("oneshot_tasks", "")
+    assert capsys.readouterr().err == (
+        f"oneshot_nb: task history is saved to {db} again; nothing lost\n"
+    )
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert get_record(task.id).read_log() == b"while locked\n"
+    assert get_record(later.id).read_log() == b"after\n"
+
+
+def test_history_magics_say_in_one_line_that_the_database_is_not_readable(
+    ip, db, magics, capsys
+):
+    """A database replaced by garbage while the kernel runs: %oneshot_history,
+    %oneshot_log and --prune raise a one-line UsageError (was sqlite3.DatabaseError
+    with a traceback), and the store says once that history is off."""
+    task = oneshot(ip, "echo before")
+    assert magics.store.flush()
+    garbage = f"{db}.new"
+    with open(garbage, "wb") as f:
+        f.write(b"this is not a database\n" * 100)
+    os.replace(garbage, db)
+    capsys.readouterr()
+    for magic, line in [
+        ("oneshot_history", ""), ("oneshot_history", "--prune 1"), ("oneshot_log", task.id)
+    ]:
+        with pytest.raises(UsageError) as raised:
+            ip.run_line_magic(magic, line)
+        assert str(raised.value) == f"cannot read the task history at {db}: file is not a database"
+    after = oneshot(ip, "echo after")
+    eventually(lambda: magics.store.error is not None)
+    ip.run_line_magic("oneshot_tasks", "")
+    assert capsys.readouterr().err == (
+        f"oneshot_nb: task history is no longer saved to {db}"
+        f" ({db} is not a database now (file is not a database))\n"
+    )
+    assert after.state is TaskState.COMPLETED

@@ -280,7 +280,7 @@ def test_a_bad_parallel_cell_is_one_clear_line_and_starts_nothing(
         ("oneshot_stop", "nosuch", "no task with id or name 'nosuch'"),
         ("oneshot_stop", "", "give a task id or name, or --all"),
         ("oneshot_stop", '"sleeper', "no closing quotation"),
-        ("oneshot_tasks", "everything", "%oneshot_tasks takes no arguments"),
+        ("oneshot_tasks", "everything", "unrecognized arguments: everything"),
     ],
 )
 def test_bad_stop_and_tasks_lines_are_usage_errors(ip, magics, magic, line, message):

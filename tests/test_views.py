@@ -121,7 +121,7 @@ async def test_views_started_together_tick_once_a_second_in_different_turns():
     rather than all in one loop callback (a burst the kernel's loop lag would show)."""
     import asyncio
 
-    from oneshot_nb.views import TICK_INTERVAL, TICK_SLICES, _Live, ticker
+    from oneshot_nb.live import TICK_INTERVAL, TICK_SLICES, _Live, ticker
 
     loop = asyncio.get_running_loop()
     ticks: dict[int, list[float]] = {}
@@ -158,7 +158,7 @@ async def test_a_view_added_to_the_ticker_again_keeps_ticking_once_a_second():
     nor move it to a turn that never comes."""
     import asyncio
 
-    from oneshot_nb.views import TICK_INTERVAL, _Live, ticker
+    from oneshot_nb.live import TICK_INTERVAL, _Live, ticker
 
     loop = asyncio.get_running_loop()
     ticks: list[float] = []
@@ -177,7 +177,7 @@ async def test_a_view_added_to_the_ticker_again_keeps_ticking_once_a_second():
     gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
     assert len(ticks) >= 3
     assert all(gap == pytest.approx(TICK_INTERVAL, abs=0.05) for gap in gaps)
-    del ticker._views[clock]
+    ticker.discard(clock)
 
 
 async def test_text_from_the_task_is_escaped_in_every_html_widget():
@@ -193,7 +193,8 @@ async def test_text_from_the_task_is_escaped_in_every_html_widget():
         views = [task_view(task), task_view(stopped), task_view(unborn)]
         stopped.interrupt(PAYLOAD)
         await orch.wait_all()
-        table.rows_box.children[0].log_button.value = True
+        [row] = [row for row in table.rows_box.children if row.task is task]
+        row.log_button.value = True
         view = views[0]
         await wait_until(lambda: len(view.log_view.output.outputs) == 2)
         await wait_until(lambda: "exit code 3" in view.info.value)
@@ -204,7 +205,7 @@ async def test_text_from_the_task_is_escaped_in_every_html_widget():
             assert "<img" not in value
     assert escaped in view.title.value
     assert f"<code style=\"color:#555\">echo &#x27;{escaped}&#x27;</code>" in views[1].title.value
-    for log in (view.log_view, table.rows_box.children[0].log_view):
+    for log in (view.log_view, row.log_view):
         assert [o["output_type"] for o in log.output.outputs] == ["stream", "stream"]
         assert {o["text"] for o in log.output.outputs} == {PAYLOAD + "\n"}
 
@@ -329,6 +330,20 @@ async def test_stop_button_stops_the_task_and_is_then_disabled():
     await wait_until(lambda: group_gone(task.pid))
 
 
+async def test_a_view_is_final_as_soon_as_wait_returns():
+    """When `await task.wait()` returns, the view already shows the final state with
+    Stop disabled and plain: the throttle used to hold the last update back for up to
+    UPDATE_INTERVAL after the state had changed (here, after the update for RUNNING)."""
+    async with AsyncOrchestrator(idle_after=None) as orch:
+        task = orch.submit("true")
+        view = task_view(task)
+        assert await task.wait() is TaskState.COMPLETED
+        assert 'data-state="COMPLETED"' in view.badge.value
+        assert "exit code 0" in view.info.value
+        assert view.stop_button.disabled
+        assert view.stop_button.button_style == ""
+
+
 @pytest.mark.timeout(20)
 async def test_batch_view_counts_and_progress_follow_the_tasks():
     """A batch's table counts tasks per state, fills its progress bar as they end, turns
@@ -377,14 +392,15 @@ async def test_the_tasks_table_is_one_per_orchestrator():
 
 
 async def test_tasks_table_grows_as_tasks_are_submitted():
-    """The table of every task gains a row for each task submitted after it was made."""
+    """The table of every task gains a row for each task submitted after it was made,
+    the newest at the top."""
     async with AsyncOrchestrator(idle_after=None) as orch:
         table = tasks_table(orch)
         assert table.rows_box.children == ()
         first = orch.submit(py("pass"))
         second = orch.submit(py("pass"))
         await wait_until(lambda: len(table.rows_box.children) == 2)
-        assert [row.task for row in table.rows_box.children] == [first, second]
+        assert [row.task for row in table.rows_box.children] == [second, first]
         await orch.wait_all()
         await wait_until(lambda: counts(table)["COMPLETED"] == 2)
         assert table.stop_all_button.disabled

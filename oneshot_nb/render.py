@@ -1,0 +1,155 @@
+"""What the views and the text tables say about a task, as strings: no widgets here.
+
+Every value that comes from a task or from the history database (names, commands, ids,
+reasons, errors, states) is escaped where it enters HTML: a database is data, not markup,
+whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import html
+import signal
+from typing import TYPE_CHECKING
+
+from .machine import TaskState
+from .options import Command, default_name
+
+if TYPE_CHECKING:
+    from .task import OneshotTask
+
+STATE_COLOURS = {
+    TaskState.CREATED: "#616161",
+    TaskState.RUNNING: "#1565c0",
+    TaskState.IDLE: "#b26a00",
+    TaskState.INTERRUPTED: "#6a1b9a",
+    TaskState.COMPLETED: "#2e7d32",
+    TaskState.FAILED: "#c62828",
+}
+
+# Layout the widgets' own properties cannot express: the log keeps its newest line in
+# view, and a long command gives way (with an ellipsis) instead of crushing the buttons.
+# A table row is one HTML widget (.oneshot-line) laid out by the same rules.
+CSS = """<style>
+.oneshot-log { display: flex; flex-direction: column-reverse; }
+.oneshot-log > .jp-OutputArea { flex: none; }
+.oneshot-head > * { flex: none; }
+.oneshot-head > .oneshot-title-box { flex: 1 1 0; min-width: 0; overflow: hidden; }
+.oneshot-title-box > .widget-html-content { min-width: 0; overflow: hidden; }
+.oneshot-title { display: block; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.oneshot-badge { display: inline-block; min-width: 11ch; text-align: center; }
+.oneshot-line { display: flex; align-items: center; gap: 8px; min-width: 0; width: 100%; }
+.oneshot-line > * { flex: none; }
+.oneshot-line > .oneshot-title { flex: 1 1 0; min-width: 0; }
+.oneshot-info { white-space: nowrap; }
+</style>"""
+
+PAGE_SIZE = 50  # rows a table shows at first, and how many more each "Show more" adds
+TITLE_CHARS = 500  # of a command shown in a title; the tooltip holds a little more
+TOOLTIP_CHARS = 2000
+
+
+def seconds_text(value: float) -> str:
+    if value < 60:
+        return f"{value:.1f}s"
+    minutes, seconds = divmod(int(value), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def state_badge(state: TaskState, extra: str = "") -> str:
+    """A coloured label for a state; `extra` follows the state's name inside it."""
+    value = html.escape(state.value)
+    return (
+        f'<span class="oneshot-badge oneshot-{value.lower()}" data-state="{value}"'
+        f' style="background:{STATE_COLOURS[state]};color:white;padding:1px 7px;'
+        f'border-radius:4px;font-weight:600;font-family:monospace;white-space:nowrap">'
+        f"{value}{html.escape(extra)}</span>"
+    )
+
+
+def badge_html(task: OneshotTask) -> str:
+    extra = f" · silent {seconds_text(task.silent_for)}" if task.state is TaskState.IDLE else ""
+    return state_badge(task.state, extra)
+
+
+def info_html(task: OneshotTask) -> str:
+    """Elapsed time while it runs; exit code and what the reason adds once it has ended."""
+    parts = [] if task.elapsed is None else [seconds_text(task.elapsed)]
+    if task.state.is_final:
+        parts += outcome(task.returncode, task.reason, task.error)
+    return info_span(parts)
+
+
+def why_ended(returncode: int | None, reason: str | None, error: str | None) -> str:
+    """What the reason a task ended adds to its exit code, or "" when it adds nothing.
+
+    "exit" says no more than the code; "signal" is said as the signal's name; a spawn
+    error is followed by the error itself. Other reasons ("stopped", "timeout", "kernel
+    died", "fail-fast", ...) are said as they are.
+    """
+    if reason == "signal" and returncode is not None and returncode < 0:
+        said = f"killed by {signal_name(-returncode)}"
+    elif reason in (None, "exit", "signal"):
+        said = ""
+    elif reason == "spawn error" and error:
+        return f"spawn error: {error}"
+    else:
+        said = reason
+    return " · ".join(part for part in (said, error) if part)
+
+
+def outcome(returncode: int | None, reason: str | None, error: str | None) -> list[str]:
+    """The exit code and what the reason adds to it, as the parts of an info line."""
+    parts = [] if returncode is None else [f"exit code {returncode}"]
+    why = why_ended(returncode, reason, error)
+    return [*parts, why] if why else parts
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def info_span(parts: list[str]) -> str:
+    text = " · ".join(html.escape(part) for part in parts)
+    return f'<span class="oneshot-info" style="color:#555">{text}</span>'
+
+
+def command_text(command: Command) -> str:
+    return command if isinstance(command, str) else " ".join(command)
+
+
+def title_html(name: str, command: Command, task_id: str) -> str:
+    """Name, command and id; the command once when the name is only its short form."""
+    text = command_text(command)
+    code = html.escape(text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…")
+    if name == default_name(command):
+        label = f"<code><b>{code}</b></code>"
+    else:
+        label = f'<b>{html.escape(name)}</b> <code style="color:#555">{code}</code>'
+    return (
+        f'<span class="oneshot-title" title="{html.escape(text[:TOOLTIP_CHARS], quote=True)}">'
+        f'{label} <span style="color:#999">#{html.escape(task_id)}</span></span>'
+    )
+
+
+def line_html(*parts: str) -> str:
+    """Badge, title and info side by side: a table row's text as one HTML value."""
+    return f'<div class="oneshot-line">{"".join(parts)}</div>'
+
+
+def text_row(
+    task_id: str,
+    state: TaskState,
+    name: str,
+    returncode: int | None,
+    reason: str | None,
+    error: str | None,
+) -> str:
+    """One line of a text table: id, state, name, exit code and what the reason adds."""
+    code = "" if returncode is None else f" exit {returncode}"
+    why = why_ended(returncode, reason, error)
+    return f"{task_id}  {state.value:<11} {name}{code}{' ' + why if why else ''}"

@@ -1,0 +1,341 @@
+"""Tables of many tasks (%oneshot_tasks, a batch's view), a page of rows at a time.
+
+A table over ten thousand tasks costs about what one page costs: rows are widgets only
+for the tasks shown (`PAGE_SIZE` at first, a page more per click), a row's log only once
+it is opened, the counts per state are kept from transition events instead of counted
+again, and a refresh touches only the rows whose task changed. Rows share their layouts
+and styles, and tick their elapsed times in the ticker's turns, not all at once.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
+
+import ipywidgets as widgets
+from ipywidgets.widgets.widget_bool import ToggleButtonStyle
+from ipywidgets.widgets.widget_string import HTMLStyle
+
+from .batch import Batch
+from .events import TaskEvent
+from .live import Throttle, _Live, ticker
+from .machine import TaskState
+from .orchestrator import AsyncOrchestrator
+from .parts import LogView, header, show_stop, when_settled
+from .render import CSS, PAGE_SIZE, STATE_COLOURS, badge_html, info_html, line_html, title_html
+from .task import OneshotTask
+
+TICKING = (TaskState.RUNNING, TaskState.IDLE)  # states whose row shows a moving time
+
+
+class RowParts:
+    """The layouts and styles that every row of one table shares.
+
+    Each widget otherwise brings a layout of its own and often a style, about 1 KB each
+    on the wire: rows that share them open five widgets each instead of thirteen.
+    """
+
+    def __init__(self) -> None:
+        self.row = widgets.Layout()
+        self.line = widgets.Layout(align_items="center", grid_gap="8px")
+        self.text = widgets.Layout()
+        self.stop = widgets.Layout(width="70px")
+        self.log = widgets.Layout(width="60px")
+        self.text_style = HTMLStyle()
+        self.button_style = widgets.ButtonStyle()
+        self.toggle_style = ToggleButtonStyle()
+
+
+class Row(widgets.VBox):
+    """One line of a table, its text (badge, title, info) in one HTML widget beside its
+    buttons, and under it the log once the Log toggle is on."""
+
+    def __init__(self, parts: RowParts, buttons: list[widgets.Widget], log_tooltip: str) -> None:
+        self.text = widgets.HTML(layout=parts.text, style=parts.text_style)
+        self.text.add_class("oneshot-title-box")
+        self.log_button = widgets.ToggleButton(
+            description="Log", tooltip=log_tooltip, layout=parts.log, style=parts.toggle_style
+        )
+        self.log_button.observe(self._toggle_log, "value")
+        self.buttons = [*buttons, self.log_button]
+        self.line = header([self.text, *self.buttons], parts.line)
+        self.log_view: widgets.Widget | None = None
+        super().__init__([self.line], layout=parts.row)
+        self.add_class("oneshot-row")
+
+    def make_log(self) -> widgets.Widget:
+        raise NotImplementedError
+
+    def _toggle_log(self, change: dict) -> None:
+        # Made on opening and closed on shutting, so closed rows cost no traffic.
+        if change["new"]:
+            if self.log_view is None:
+                self.log_view = self.make_log()
+            self.children = (self.line, self.log_view)
+        else:
+            self.children = (self.line,)
+            self._close_log()
+
+    def _close_log(self) -> None:
+        if self.log_view is not None:
+            self.log_view.close()
+            self.log_view = None
+
+    def close(self) -> None:
+        """Close the row's own widgets; the layouts and styles stay for the other rows."""
+        self._close_log()
+        for widget in (*self.buttons, self.text, self.line):
+            widget.close()
+        super().close()
+
+
+class TaskRow(Row, _Live):
+    """A task in a table: badge, name and command, info, Stop, and its log on demand."""
+
+    def __init__(self, task: OneshotTask, parts: RowParts | None = None) -> None:
+        self.task = task
+        parts = parts or RowParts()
+        self.stop_button = widgets.Button(
+            description="Stop",
+            icon="stop",
+            tooltip="Stop this task",
+            layout=parts.stop,
+            style=parts.button_style,
+        )
+        self.stop_button.on_click(lambda _: task.stop())
+        super().__init__(parts, [self.stop_button], "Show the log")
+        self._title = title_html(task.name, task.command, task.id)
+        self._closed = False
+        self.refresh()
+        if not task.state.is_final:
+            ticker.add(self)
+
+    def refresh(self) -> None:
+        if self._closed:
+            return  # its task left the page while its exit code was on the way
+        self.text.value = line_html(badge_html(self.task), self._title, info_html(self.task))
+        # A row's Stop stays plain: a column of red buttons would shout over the badges.
+        self.stop_button.disabled = self.task.state.is_final
+
+    def tick(self) -> bool:
+        if self._closed:
+            return False
+        if self.task.state in TICKING:
+            self.refresh()
+        return not self.task.state.is_final
+
+    def make_log(self) -> LogView:
+        return LogView(self.task)
+
+    def close(self) -> None:
+        self._closed = True
+        ticker.discard(self)
+        super().close()
+
+
+class TaskTable(widgets.VBox):
+    """Counts per state, a Stop-all button, and a page of task rows with more on demand.
+
+    The rows shown are the first `page_size` of the tasks in order, or with
+    `newest_first` the newest; tasks submitted later come in through `add`, and every
+    transition of every task through `on_event`.
+    """
+
+    def __init__(
+        self,
+        tasks: Iterable[OneshotTask],
+        stop_all: Callable[[], None],
+        *,
+        progress: bool = False,
+        newest_first: bool = False,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self._tasks = list(tasks)
+        self._newest_first = newest_first
+        self.page_size = self._shown = page_size
+        # Counted once here; from now on each transition moves one task between states.
+        self._counts = dict.fromkeys(TaskState, 0)
+        for task in self._tasks:
+            self._counts[task.state] += 1
+        self._rows: dict[str, TaskRow] = {}
+        self._dirty: set[str] = set()  # ids of shown tasks whose row is out of date
+        self._page_stale = True  # which tasks are shown, or their order, has changed
+        self._parts = RowParts()
+        self.counts = widgets.HTML()
+        self.progress = widgets.IntProgress(
+            min=0, max=1, value=0, bar_style="info", layout=widgets.Layout(width="180px")
+        )
+        self.progress.layout.display = None if progress else "none"
+        self.stop_all_button = widgets.Button(
+            description="Stop all", icon="stop", button_style="danger", tooltip="Stop all"
+        )
+        self.stop_all_button.on_click(lambda _: stop_all())
+        head = widgets.HBox(
+            [self.counts, self.progress, self.stop_all_button],
+            layout=widgets.Layout(align_items="center", grid_gap="10px"),
+        )
+        self.rows_box = widgets.VBox()
+        self.more_note = widgets.HTML()
+        self.more_button = widgets.Button(tooltip="Show more rows")
+        self.more_button.on_click(lambda _: self.show_more())
+        self.footer = widgets.HBox(
+            [self.more_note, self.more_button],
+            layout=widgets.Layout(align_items="center", grid_gap="10px"),
+        )
+        super().__init__([widgets.HTML(CSS), head, self.rows_box, self.footer])
+        self.add_class("oneshot-table")
+        self._throttle = Throttle(self._flush)
+        self._flush()
+
+    def __repr__(self) -> str:
+        return f"TaskTable({len(self._tasks)} tasks)"
+
+    @property
+    def live(self) -> int:
+        """How many tasks have not ended."""
+        return sum(n for state, n in self._counts.items() if not state.is_final)
+
+    def add(self, task: OneshotTask) -> None:
+        """A task submitted after the table was made."""
+        self._tasks.append(task)
+        self._counts[task.state] += 1
+        if self._newest_first or len(self._tasks) <= self._shown:
+            self._page_stale = True
+        self._throttle.poke()
+
+    def on_event(self, event: TaskEvent) -> None:
+        if event.kind != "transition" or event.source is None or event.target is None:
+            return
+        self._counts[event.source] -= 1
+        self._counts[event.target] += 1
+        row = self._rows.get(event.task_id)
+        if event.target.is_final:
+            # At once, as a task's own view does: a task ends once, and the last one to
+            # end leaves Stop all enabled for a moment otherwise.
+            if row is not None:
+                row.refresh()
+                when_settled(row.task, row.refresh)
+            if not self.live:
+                self._throttle.now()
+                return
+        elif row is not None:
+            self._dirty.add(event.task_id)
+        self._throttle.poke()
+
+    on_event.wants_output = False  # type: ignore[attr-defined]  # see OutputWanted
+
+    def show_more(self) -> None:
+        """Show one page more."""
+        self._shown += self.page_size
+        self._page_stale = True
+        self._throttle.now()
+
+    def show_page(self, size: int) -> None:
+        """Show `size` rows again, and `size` more per click from now on."""
+        self.page_size = self._shown = size
+        self._page_stale = True
+        self._throttle.now()
+
+    def _page(self) -> list[OneshotTask]:
+        if self._newest_first:
+            return self._tasks[-self._shown :][::-1]
+        return self._tasks[: self._shown]
+
+    def _flush(self) -> None:
+        if self._page_stale:
+            self._show_page()
+        for task_id in self._dirty:
+            row = self._rows.get(task_id)
+            if row is not None:
+                row.refresh()
+        self._dirty.clear()
+        self._show_counts()
+
+    def _show_page(self) -> None:
+        rows: dict[str, TaskRow] = {}
+        for task in self._page():
+            row = self._rows.pop(task.id, None)
+            rows[task.id] = row if row is not None else TaskRow(task, self._parts)
+        for row in self._rows.values():
+            row.close()  # its task has left the page
+        self._rows = rows
+        children = tuple(rows.values())
+        if children != self.rows_box.children:
+            self.rows_box.children = children
+        self._page_stale = False
+
+    def _show_counts(self) -> None:
+        self.counts.value = "".join(
+            f'<span class="oneshot-count" data-state="{s.value}" style="margin-right:10px;'
+            f'white-space:nowrap;color:{STATE_COLOURS[s] if n else "#aaa"};font-weight:600">'
+            f"{s.value} {n}</span>"
+            for s, n in self._counts.items()
+        )
+        total = len(self._tasks)
+        finished = total - self.live
+        with self.progress.hold_sync():
+            self.progress.max = max(1, total)
+            self.progress.value = finished
+            self.progress.description = f"{finished}/{total}"
+            self.progress.bar_style = "danger" if self._counts[TaskState.FAILED] else "info"
+        show_stop(self.stop_all_button, finished < total)
+        shown = len(self._rows)
+        if shown < total:
+            which = "newest" if self._newest_first else "first"
+            self.more_note.value = (
+                f'<span style="color:#555">the {which} {shown} of {total} tasks</span>'
+            )
+            self.more_button.description = f"Show {min(self.page_size, total - shown)} more"
+            self.footer.layout.display = None
+        else:
+            self.footer.layout.display = "none"
+
+
+def batch_view(batch: Batch) -> TaskTable:
+    """The one view of a batch, its rows in the order of its commands, made on first use."""
+    if not isinstance(batch.view, TaskTable):
+        table = TaskTable(batch.tasks, batch.stop, progress=True)
+        for task in batch.tasks:
+            task.listeners.append(table.on_event)
+        batch.view = table
+    return batch.view
+
+
+_tables: weakref.WeakKeyDictionary[AsyncOrchestrator, TaskTable] = weakref.WeakKeyDictionary()
+
+
+def tasks_table(orchestrator: AsyncOrchestrator, page_size: int | None = None) -> TaskTable:
+    """The live table of every task the orchestrator has, the newest first, including
+    ones yet to come; with `page_size`, showing that many rows at first.
+
+    One per orchestrator, shown again on each call: a listener per call would stay on
+    the orchestrator for the kernel's life, each refreshing its own copy of the table.
+    """
+    table = _tables.get(orchestrator)
+    if table is None:
+        # Weakly, or the entry in _tables would keep its own key alive.
+        ref = weakref.ref(orchestrator)
+
+        def stop_all() -> None:
+            orch = ref()
+            if orch is not None:
+                orch.stop_all()
+
+        table = TaskTable(
+            orchestrator.tasks, stop_all, newest_first=True, page_size=page_size or PAGE_SIZE
+        )
+
+        def follow(event: TaskEvent) -> None:
+            if event.kind == "submitted":
+                orch = ref()
+                if orch is not None:
+                    table.add(orch.get(event.task_id))
+            else:
+                table.on_event(event)
+
+        follow.wants_output = False  # type: ignore[attr-defined]  # see OutputWanted
+        orchestrator.listeners.append(follow)
+        _tables[orchestrator] = table
+    elif page_size is not None:
+        table.show_page(page_size)
+    return table
