@@ -16,14 +16,16 @@ from .machine import TaskState
 
 logger = logging.getLogger("oneshot_nb")
 
-EventKind = Literal["submitted", "transition", "output", "dropped"]
+EventKind = Literal["submitted", "transition", "output", "settled", "dropped"]
 Listener = Callable[["TaskEvent"], None]
 
 
 @dataclass(frozen=True, slots=True)
 class TaskEvent:
-    """Something that happened to a task: its submission, a state transition or a
-    chunk of output.
+    """Something that happened to a task: its submission, a state transition, a
+    chunk of output, or its end (`settled`: the process reaped and its output read,
+    so `returncode` is known; it comes after the final transition, which a stop makes
+    at once).
 
     A transition carries `event` (its name), `source`, `target` and `reason`; an output
     chunk carries `stream` ("stdout" or "stderr"), the raw `data` and its decoded `text`

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 
 import ipywidgets as widgets
 
@@ -13,32 +11,6 @@ from .events import TaskEvent
 from .live import Throttle
 from .tail import LogTail
 from .task import OneshotTask
-
-# Waits for tasks whose exit code is still to come, kept so they are not collected.
-_settling: set[asyncio.Task[None]] = set()
-
-
-def when_settled(task: OneshotTask, callback: Callable[[], None]) -> None:
-    """Call `callback` once the task's process has been reaped, if it has not been yet.
-
-    A stopped task is INTERRUPTED at once, and its exit code comes when the process
-    has gone, up to its grace later, with no event of its own.
-    """
-    if task.done:
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-
-    async def wait() -> None:
-        await task.wait()
-        callback()
-
-    waiting = loop.create_task(wait())
-    _settling.add(waiting)
-    waiting.add_done_callback(_settling.discard)
-
 
 # A log changes on every chunk of a busy task; five updates a second still read as live
 # and halve what a flood costs the kernel (measured by benchmarks/views.py).

@@ -117,7 +117,7 @@ class Store:
             if event.target is TaskState.RUNNING and event.source is TaskState.CREATED:
                 row["pid_start"] = process_start_time(task.pid) if task.pid else None
             self._enqueue(("transition", task.id, event, row))
-        elif event.kind == "submitted":
+        elif event.kind in ("submitted", "settled"):  # settled: the exit code is known
             self._enqueue(("task", task_row(task, self.session)))
 
     def attach(self, orchestrator: AsyncOrchestrator) -> None:

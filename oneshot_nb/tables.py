@@ -21,7 +21,7 @@ from .events import TaskEvent
 from .live import Throttle, _Live, ticker
 from .machine import TaskState
 from .orchestrator import AsyncOrchestrator
-from .parts import LogView, header, show_stop, when_settled
+from .parts import LogView, header, show_stop
 from .render import CSS, PAGE_SIZE, STATE_COLOURS, badge_html, info_html, line_html, title_html
 from .task import OneshotTask
 
@@ -204,6 +204,11 @@ class TaskTable(widgets.VBox):
         self._throttle.poke()
 
     def on_event(self, event: TaskEvent) -> None:
+        if event.kind == "settled":  # a stopped task's exit code is known now
+            row = self._rows.get(event.task_id)
+            if row is not None:
+                row.refresh()
+            return
         if event.kind != "transition" or event.source is None or event.target is None:
             return
         self._counts[event.source] -= 1
@@ -214,7 +219,6 @@ class TaskTable(widgets.VBox):
             # end leaves Stop all enabled for a moment otherwise.
             if row is not None:
                 row.refresh()
-                when_settled(row.task, row.refresh)
             if not self.live:
                 self._throttle.now()
                 return

@@ -543,7 +543,14 @@ class OneshotTask:
             self._settle()  # never run, so no run() will settle it
 
     def _settle(self) -> None:
+        if self._settled:
+            return
         self._settled = True
+        if self.listeners:
+            notify(
+                self.listeners,
+                TaskEvent(self.id, "settled", time.time(), target=self.state, reason=self.reason),
+            )
         if self._done is not None:
             self._done.set()
 

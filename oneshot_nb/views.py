@@ -11,7 +11,7 @@ import ipywidgets as widgets
 
 from .events import TaskEvent
 from .live import UPDATE_INTERVAL, Throttle, _Live, ticker
-from .parts import LogView, header, show_stop, when_settled
+from .parts import LogView, header, show_stop
 from .render import CSS, STATE_COLOURS, badge_html, info_html, title_html
 from .tables import PAGE_SIZE, TaskRow, TaskTable, batch_view, tasks_table
 from .task import OneshotTask
@@ -55,14 +55,14 @@ class TaskView(widgets.VBox, _Live):
             ticker.add(self)
 
     def _on_event(self, event: TaskEvent) -> None:
-        if event.kind != "transition":
-            return
-        if event.target is not None and event.target.is_final:
+        if event.kind == "settled" or (
+            event.kind == "transition" and event.target is not None and event.target.is_final
+        ):
             # At once: the state is final by the time `await task.wait()` returns, and
             # a view still showing Stop enabled then would be wrong; a task ends once.
+            # Settled: a stopped task's exit code comes when its process is reaped.
             self._throttle.now()
-            when_settled(self.task, self._throttle.now)
-        else:
+        elif event.kind == "transition":
             self._throttle.poke()
 
     _on_event.wants_output = False  # type: ignore[attr-defined]  # the log view has its own

@@ -46,11 +46,12 @@ async def test_every_transition_and_output_chunk_becomes_an_event():
         ("submitted", None, None, None, None),
         ("transition", "start", CREATED, RUNNING, None),
         ("transition", "finish", RUNNING, COMPLETED, "exit"),
+        ("settled", None, None, COMPLETED, "exit"),
     ]
     assert all(e.task_id == task.id for e in events)
     times = [e.time for e in events]
     assert times == sorted(times)
-    assert task.created_at <= times[0] and times[-1] == task.ended_at
+    assert task.created_at <= times[0] and times[-2] == task.ended_at
     outputs = [e for e in events if e.kind == "output"]
     for stream, expected in [("stdout", b"out\n"), ("stderr", b"err\n")]:
         chunks = [e for e in outputs if e.stream == stream]
@@ -58,7 +59,7 @@ async def test_every_transition_and_output_chunk_becomes_an_event():
         assert "".join(e.text for e in chunks) == expected.decode()
     # Output comes between the start and the end.
     kinds = [e.kind for e in events]
-    assert kinds[:2] == ["submitted", "transition"] and kinds[-1] == "transition"
+    assert kinds[:2] == ["submitted", "transition"] and kinds[-2:] == ["transition", "settled"]
 
 
 async def test_a_bytes_only_listener_gets_the_output_undecoded():
@@ -161,6 +162,7 @@ async def test_transition_events_of_an_idle_then_stopped_task():
         ("transition", "start", CREATED, RUNNING, None),
         ("transition", "detect_silence", RUNNING, IDLE, None),
         ("transition", "interrupt", IDLE, INTERRUPTED, "stopped"),
+        ("settled", None, None, INTERRUPTED, "stopped"),
     ]
     assert [t.time for t in task.transitions] == [
         e.time for e in events if e.kind == "transition"
@@ -173,7 +175,10 @@ async def test_spawn_error_announces_one_transition_to_failed():
     events: list[TaskEvent] = []
     task.listeners.append(events.append)
     await task.run()
-    assert without_output(events) == [("transition", "fail", CREATED, FAILED, "spawn error")]
+    assert without_output(events) == [
+        ("transition", "fail", CREATED, FAILED, "spawn error"),
+        ("settled", None, None, FAILED, "spawn error"),
+    ]
 
 
 # -- subscriptions -----------------------------------------------------------------------
@@ -190,10 +195,10 @@ async def test_async_for_over_events_receives_what_listeners_see():
         with anyio.fail_after(10):
             async for event in subscription:
                 received.append(event)
-                if event.kind == "transition" and event.target.is_final:
+                if event.kind == "settled":
                     break
     assert received == heard
-    assert received[-1].target is COMPLETED
+    assert received[-2].target is received[-1].target is COMPLETED
     assert "".join(e.text for e in received if e.kind == "output") == task.output
 
 
@@ -218,12 +223,12 @@ async def test_slow_subscriber_neither_blocks_the_engine_nor_loses_transitions()
         async for event in subscription:  # ends because the orchestrator closed
             received.append(event)
     assert [e.kind for e in received] == (
-        ["submitted", "transition"] + ["output"] * 5 + ["dropped", "transition"]
+        ["submitted", "transition"] + ["output"] * 5 + ["dropped", "transition", "settled"]
     )
-    dropped = received[-2]
+    dropped = received[-3]
     assert dropped.count == subscription.dropped
     assert dropped.task_id == task.id
-    assert (received[1].target, received[-1].target) == (RUNNING, COMPLETED)
+    assert (received[1].target, received[-2].target) == (RUNNING, COMPLETED)
     assert task.bytes_written["stdout"] == 2 << 20
 
 
@@ -258,7 +263,7 @@ async def test_iteration_ends_when_the_orchestrator_closes():
             task = orch.submit(py("pass"))
             await task.wait()
             await orch.aclose()
-    assert [e.kind for e in received] == ["submitted", "transition", "transition"]
+    assert [e.kind for e in received] == ["submitted", "transition", "transition", "settled"]
 
 
 # -- Subscription and EventHub, without processes ----------------------------------------

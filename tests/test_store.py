@@ -312,3 +312,23 @@ async def test_the_process_start_time_is_kept_through_later_transitions(tmp_path
         task.stop()
         await task.wait()
     assert query(path, "SELECT pid, pid_start FROM tasks") == [(task.pid, start)]
+
+
+@pytest.mark.anyio
+async def test_a_stopped_task_is_stored_with_the_exit_code_of_its_process(tmp_path):
+    """A stop makes the task INTERRUPTED at once, before its process is reaped; the
+    row gets the exit code when the task settles.
+
+    Regression: history showed a stopped task with no exit code."""
+    path = tmp_path / "h.sqlite3"
+    code = "import time; print('up', flush=True); time.sleep(100)"
+    async with stored_orchestrator(path, grace=2) as (orch, store):
+        task = orch.submit(py(code))
+        await wait_until(lambda: "up\n" in task.output)
+        task.stop()
+        await task.wait()
+        assert store.flush()
+    assert task.returncode == -15
+    assert query(path, "SELECT state, reason, returncode FROM tasks") == [
+        ("INTERRUPTED", "stopped", -15)
+    ]
