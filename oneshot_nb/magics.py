@@ -287,7 +287,10 @@ class OneshotMagics(Magics):
             python train.py --seed 2
         """
         args = parse_args(self.oneshot_parallel, line)
-        if args.out is not None and (not args.out.isidentifier() or iskeyword(args.out)):
+        if args.out is not None and (
+            not args.out.isidentifier() or iskeyword(args.out) or args.out.startswith("__")
+        ):
+            # A dunder name (__builtins__, __name__) is the shell's own, not a variable.
             raise UsageError(f"--out takes a variable name, got {args.out!r}")
         commands = []
         for text in cell.splitlines():
@@ -346,7 +349,8 @@ class OneshotMagics(Magics):
     @line_magic
     def oneshot_tasks(self, line: str) -> None:
         """Show a live table of every task in this kernel, the newest first: a page of
-        rows, and a button for more. As text, the newest N (--limit) are printed."""
+        rows, and a button for more. As text, the newest N (--limit) are printed,
+        oldest of them first, as a log reads."""
         from .render import PAGE_SIZE, text_row
 
         args = parse_args(self.oneshot_tasks, line)

@@ -87,7 +87,12 @@ def check_cwd(cwd: Any) -> str | None:
         raise ValueError("cwd must not be empty")
     if "\0" in path:
         raise ValueError("cwd must not contain a NUL character")
-    return os.path.abspath(path)
+    try:
+        return os.path.abspath(path)
+    except OSError:  # relative, and the current directory has been deleted
+        raise ValueError(
+            f"cwd {path!r} is relative and the current directory no longer exists"
+        ) from None
 
 
 def check_options(
@@ -113,6 +118,8 @@ def _check_seconds(name: str, value: Any, *, never_ok: bool = False, zero_ok: bo
         rule = "a number of seconds > 0" + (" (None or inf: never)" if never_ok else "")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be {rule}, got {type(value).__name__}")
+    if isinstance(value, int) and abs(value) > 1e308:  # float() of it would overflow
+        raise ValueError(f"{name} must be {rule}, got an int of {len(str(abs(value)))} digits")
     valid = value >= 0 if zero_ok else value > 0  # False for nan
     if not valid or (math.isinf(value) and not never_ok):
         raise ValueError(f"{name} must be {rule}, got {value!r}")
@@ -137,6 +144,25 @@ def check_env(env: Any) -> dict[str, str]:
         if not key or "=" in key or "\0" in key or "\0" in value:
             raise ValueError(f"env has an invalid variable name or value: {key!r}")
     return dict(env)
+
+
+_environ: tuple[dict[bytes, bytes], Mapping[str, str]] | None = None
+
+
+def environ_now() -> Mapping[str, str]:
+    """The process's environment as it is now, never to be changed by the caller.
+
+    One snapshot serves every task submitted while the environment stays the same: a
+    copy per task took 20 µs and a few KiB, which 10,000 queued tasks feel. Comparing
+    os.environ's own bytes with those of the snapshot costs a fraction of a µs.
+    """
+    global _environ
+    raw: dict[bytes, bytes] | None = getattr(os.environ, "_data", None)
+    if raw is None:  # not CPython's os._Environ: no cheap way to tell it changed
+        return dict(os.environ)
+    if _environ is None or _environ[0] != raw:
+        _environ = (dict(raw), dict(os.environ))
+    return _environ[1]
 
 
 def check_task_id(task_id: Any) -> str | None:

@@ -101,6 +101,8 @@ def split_command(line: str) -> tuple[list[str], str]:
             if value_start >= len(line):
                 raise UsageError(f"{name} needs a value")
             value, pos = _read_word(line, value_start)
+            if value == "--":
+                raise UsageError(f"{name} needs a value before the command, got '--'")
             if _unclosed(line, value_start, pos):
                 raise UsageError(
                     f"cannot read the options: no closing quotation in {line[value_start:]!r}"
@@ -175,4 +177,9 @@ def check_cwd(cwd: str | None) -> str | None:
     path = os.path.expanduser(cwd)
     if "\0" in path or not os.path.isdir(path):
         raise UsageError(f"--cwd: no such directory: {cwd}")
-    return os.path.abspath(path)
+    try:
+        return os.path.abspath(path)
+    except OSError:  # relative, and the kernel's directory has been deleted
+        raise UsageError(
+            f"--cwd: {cwd} is relative and the kernel's directory no longer exists"
+        ) from None

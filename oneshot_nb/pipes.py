@@ -17,6 +17,8 @@ import contextlib
 import errno
 import fcntl
 import os
+import struct
+import termios
 
 import anyio
 from anyio.abc import ByteReceiveStream
@@ -70,6 +72,15 @@ class PipeStream(ByteReceiveStream):
             if self._size != pipe_size():
                 self._fit()  # just emptied: now it can shrink
             return data
+
+    def pending(self) -> int | None:
+        """How many bytes the pipe holds, unread (None where the system cannot tell)."""
+        if self._fd < 0:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0" * 4))[0]
+        except OSError:
+            return None
 
     def _fit(self) -> None:
         size = pipe_size()

@@ -149,7 +149,17 @@ def text_row(
     reason: str | None,
     error: str | None,
 ) -> str:
-    """One line of a text table: id, state, name, exit code and what the reason adds."""
+    """One line of a text table: id, state, name, exit code and what the reason adds.
+
+    Control characters in the name (an ANSI escape, a newline) are shown escaped: a
+    terminal would act on them, and a row must stay one line."""
     code = "" if returncode is None else f" exit {returncode}"
     why = why_ended(returncode, reason, error)
-    return f"{task_id}  {state.value:<11} {name}{code}{' ' + why if why else ''}"
+    return f"{task_id}  {state.value:<11} {printable(name)}{code}{' ' + why if why else ''}"
+
+
+def printable(text: str) -> str:
+    """`text` with each character that is not printable shown as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -28,6 +28,7 @@ from .options import (
     check_options,
     check_task_id,
     default_name,
+    environ_now,
 )
 from .process import Child, ProcessGroup, spawn
 from .slots import Slots
@@ -44,10 +45,11 @@ GROUP_POLL = 0.05
 # looks alive while a member is a zombie that init has not reaped yet, and some inits
 # (in containers and micro-VMs) reap only every second or so.
 KILL_WAIT = 0.25
-# After a stopped task's group is gone, its pipes are read for at most this long more
-# (time spent waiting for the store's disk not counted, up to DRAIN_GATED_CAP): output
-# the group wrote is in the pipes by then and takes milliseconds to read, while a daemon
-# that left the group (setsid) may hold them open and keep writing for ever.
+# After a stopped task's group is gone, what it wrote is what its pipes hold then: that
+# much more is read, and no more, since a daemon that left the group (setsid) may hold
+# them open and write for ever. Where a pipe cannot tell what it holds, they are read
+# for at most DRAIN_LIMIT more (time spent waiting for the store's disk not counted, up
+# to DRAIN_GATED_CAP).
 DRAIN_LIMIT = 1.0
 DRAIN_GATED_CAP = 30.0
 OUTPUT_CUT_NOTE = (
@@ -104,7 +106,7 @@ class OneshotTask:
         # Fixed now, not at spawn: a task that waits for a slot runs where, and with the
         # environment that, the kernel had when it was submitted.
         self.cwd = check_cwd(cwd)
-        self._environ = {**os.environ, **self.env}
+        self._environ = environ_now()
         self.id = check_task_id(task_id) or secrets.token_hex(4)
         self.name = check_name(name) or default_name(self.command)
         self.created_at = time.time()
@@ -301,8 +303,7 @@ class OneshotTask:
             await self._execute()
 
     async def _execute(self) -> None:
-        env = dict(self._environ)
-        env["ONESHOT_TASK_ID"] = self.id
+        env = {**self._environ, **self.env, "ONESHOT_TASK_ID": self.id}
         if self.slot is not None:
             env["ONESHOT_SLOT"] = str(self.slot)
         try:
@@ -483,6 +484,7 @@ class OneshotTask:
                 break
             await anyio.sleep(min(GROUP_POLL, remaining))
         assert self._stdout_done is not None and self._stderr_done is not None
+        owed = self._owed_output()
         drain = gated = 0.0
         while True:
             # Output still coming (a backlog being read, or waiting for the store's
@@ -496,6 +498,9 @@ class OneshotTask:
             if self._stdout_done.is_set() and self._stderr_done.is_set():
                 break
             if self.last_activity == seen and not self._gated:
+                break
+            if owed is not None and all(self.bytes_written[n] >= owed[n] for n in owed):
+                self.output_cut = True  # all the group wrote is read: the rest is not its
                 break
             if self._gated and gated < DRAIN_GATED_CAP:
                 gated += time.monotonic() - start
@@ -511,6 +516,20 @@ class OneshotTask:
             self._log.append("stderr", OUTPUT_CUT_NOTE)
             self._emit_output("stderr", OUTPUT_CUT_NOTE, OUTPUT_CUT_NOTE.decode())
         self._stopped.set()
+
+    def _owed_output(self) -> dict[str, int] | None:
+        """For each stream, the bytes read so far plus what its pipe holds: once the
+        group is gone, all it will ever have written. None where a pipe cannot tell."""
+        if self._process is None:
+            return None
+        owed = {}
+        for name, stream in (("stdout", self._process.stdout), ("stderr", self._process.stderr)):
+            pending = getattr(stream, "pending", None)
+            held = pending() if pending is not None else None
+            if held is None:
+                return None
+            owed[name] = self.bytes_written[name] + held
+        return owed
 
     # -- callbacks from the state machine ----------------------------------------------
 

@@ -211,6 +211,7 @@ ONESHOT_ERRORS = [
     ("   ", "no command given"),
     ("--quiet --name build", "no command given"),
     ("--name", "--name needs a value"),
+    ("--name -- echo", "--name needs a value before the command, got '--'"),
     ("--idle abc ls", "--idle: expected a number of seconds > 0 (inf: never), got 'abc'"),
     ("--idle -1 ls", "--idle: expected a number of seconds > 0 (inf: never), got '-1'"),
     ("--idle 0 ls", "--idle: expected a number of seconds > 0 (inf: never), got '0'"),
@@ -257,6 +258,7 @@ PARALLEL_ERRORS = [
     ("--out 1x", "echo a", "--out takes a variable name, got '1x'"),
     ("--out a-b", "echo a", "--out takes a variable name, got 'a-b'"),
     ("--out class", "echo a", "--out takes a variable name, got 'class'"),
+    ("--out __builtins__", "echo a", "--out takes a variable name, got '__builtins__'"),
     ("--bogus", "echo a", "unrecognized arguments: --bogus"),
 ]
 
@@ -337,6 +339,15 @@ def test_stop_by_a_name_several_running_tasks_share_lists_them_or_stops_all(ip, 
     assert not other.state.is_final
     ip.run_line_magic("oneshot_stop", "--all")
     eventually(lambda: other.done)
+
+
+def test_a_relative_cwd_in_a_deleted_directory_is_one_line(ip, magics, tmp_path, monkeypatch):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(UsageError, match=r"--cwd: \. is relative and the kernel's directory"):
+        ip.run_line_magic("oneshot", "--cwd . pwd")
 
 
 def test_infinite_timeout_and_idle_mean_never(ip, magics):
@@ -437,3 +448,16 @@ def test_reload_ext_keeps_the_magics_and_the_tasks_they_run(ip, magics):
     ip.run_line_magic("oneshot_stop", task.id)
     eventually(lambda: task.done, timeout=10)
     assert task.state is TaskState.INTERRUPTED
+
+
+def test_a_text_table_shows_control_characters_in_names_escaped(ip, magics, capsys):
+    """A name with an ANSI escape or a newline prints as its escape: a terminal would
+    act on it, and a row must stay one line."""
+    orchestrator = magics.orchestrator
+    task = magics._call(orchestrator.submit, "true", name="\x1b[31mred\nx")
+    eventually(lambda: task.done)
+    capsys.readouterr()
+    ip.run_line_magic("oneshot_tasks", "")
+    assert capsys.readouterr().out.splitlines() == [
+        f"{task.id}  COMPLETED   \\x1b[31mred\\nx exit 0"
+    ]
