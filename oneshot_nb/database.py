@@ -4,12 +4,16 @@ its errors mean for the writer."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 BUSY_TIMEOUT_MS = 10_000  # another kernel's transaction is short; waiting beats failing
 LIVE_STATES = ("CREATED", "RUNNING", "IDLE")
@@ -37,6 +41,11 @@ SCHEMA = [
         task TEXT, seq INTEGER, stream TEXT, time REAL, data BLOB, PRIMARY KEY (task, seq)
     );
     """,
+    # version 2: what redaction took from the task's env and command, as JSON
+    # ({"env": [names], "command": true}); NULL in rows written by version 1
+    """
+    ALTER TABLE tasks ADD COLUMN redacted TEXT;
+    """,
 ]
 
 # What a failed write means (primary SQLite result codes). Transient: wait and write
@@ -46,6 +55,10 @@ SCHEMA = [
 _TRANSIENT_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 _RECORD_CODES = frozenset({18, 19, 20, 25})
 _TRANSIENT_WORDS = ("locked", "busy", "disk is full", "disk i/o", "unable to open", "readonly")
+
+# At load, these last: permission denied (3), read-only (8), cannot open (14), auth (23).
+_CANNOT_OPEN_CODES = frozenset({3, 8, 14, 23})
+_PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR})
 
 FaultKind = Literal["transient", "record", "fatal"]
 
@@ -70,8 +83,10 @@ def connect(path: str, busy_timeout_ms: int | None = None) -> sqlite3.Connection
     busy = BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Create the file ourselves so it is private from the first byte.
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        # Create the file ourselves so it is private from the first byte. O_EXCL: a file
+        # that exists is never opened and closed here (see DatabaseFile for why).
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy / 1000)
     try:
         db.execute(f"PRAGMA busy_timeout = {busy}")
@@ -154,6 +169,21 @@ def fault_kind(exc: BaseException) -> FaultKind:
     return "transient" if isinstance(exc, OSError) else "fatal"
 
 
+def lasting_at_load(exc: BaseException) -> bool:
+    """Whether a fault met when the extension loads turns history off: a file that is
+    not a database or of a newer schema, one we may not open, a directory we cannot
+    make. Anything else (a lock, a full disk) pauses history, as it would mid-run."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _CANNOT_OPEN_CODES:
+            return True
+        text = str(exc).lower()
+        return fault_kind(exc) != "transient" or "unable to open" in text or "readonly" in text
+    if isinstance(exc, OSError):
+        return exc.errno not in _PASSING_ERRNOS
+    return True
+
+
 def describe(exc: BaseException) -> str:
     """An error as one line of a message: our own errors speak for themselves."""
     return str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
@@ -168,17 +198,134 @@ def identify(path: str) -> FileIdentity:
     return st.st_dev, st.st_ino
 
 
-def file_status(path: str, known: FileIdentity) -> Literal["same", "gone", "replaced", "garbage"]:
-    """Whether `path` is still the database file `known` was taken from: deleted,
-    replaced by another file, or overwritten in place by something not a database."""
+class DatabaseFile:
+    """The database file a connection of ours has open: which file it is, whether it is
+    still at its path, and whether it still holds a database.
+
+    Closing any descriptor of a file drops every POSIX lock this process holds on it,
+    SQLite's included: another process closing its connection next takes itself for the
+    last one and deletes the -wal and -shm ours still uses (lost commits, a corrupt
+    file: https://sqlite.org/howtocorrupt.html, 2.2). So the file is never opened and
+    closed to be checked: its identity comes from os.stat, its header from os.pread on
+    one descriptor per file for the whole process, opened before the first connection
+    and closed after the last (`close` once the connection is closed).
+    Opened before the connection, it creates the file (private from the first byte) and
+    refuses one that is not a database: SQLite would take the pages an old -wal beside
+    it holds for the database, and copy them into the file when it closes.
+    Readers in this process check the header through it too (`overwritten`).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._open = True
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _held_lock:
+            self.identity = _hold(path)
+        if not self.is_database(empty=True):
+            self.close()  # its last user: no connection of ours to it
+            raise sqlite3.DatabaseError("file is not a database")
+
+    def status(self) -> Literal["same", "gone", "replaced", "garbage"]:
+        """Whether the file at `path` is still this one: deleted, replaced by another
+        file, or overwritten in place by something not a database."""
+        try:
+            if identify(self.path) != self.identity:
+                return "replaced"
+        except FileNotFoundError:
+            return "gone"
+        return "same" if self.is_database() else "garbage"
+
+    def is_database(self, empty: bool = False) -> bool:
+        """Whether the file starts as every SQLite database does (True once closed);
+        with `empty`, an empty file (a database not made yet) counts as one."""
+        with _held_lock:  # a pread never meets a descriptor closed (or reused) meanwhile
+            held = _held.get(self.identity)
+            if not self._open or held is None:
+                return True
+            head = os.pread(held.fds[0], len(SQLITE_MAGIC), 0)
+        return head == SQLITE_MAGIC or (empty and not head)
+
+    def close(self) -> None:
+        """Only once the connection is closed: see the class."""
+        with _held_lock:
+            if not self._open:
+                return
+            self._open = False
+            held = _held[self.identity]
+            held.users -= 1
+            if held.users == 0:
+                del _held[self.identity]
+                for fd in held.fds:
+                    os.close(fd)
+
+
+@dataclass
+class _Held:
+    """The descriptors of one file that this process holds, and how many use them."""
+
+    fds: list[int]
+    users: int = 0
+
+
+# The files our writers hold open, by identity: all share one descriptor of a file, and
+# a reader checks the header there.
+_held: dict[FileIdentity, _Held] = {}
+_held_lock = threading.Lock()
+
+
+def _hold(path: str) -> FileIdentity:
+    """Take (open, or share) a descriptor of the file at `path`; under _held_lock."""
+    with contextlib.suppress(FileNotFoundError):
+        identity = identify(path)
+        if identity in _held:
+            _held[identity].users += 1
+            return identity
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    st = os.fstat(fd)
+    identity = (st.st_dev, st.st_ino)
+    held = _held.setdefault(identity, _Held([]))
+    held.fds.append(fd)  # a second one only if the file changed under us: kept all the same
+    held.users += 1
+    return identity
+
+
+def close_without_checkpoint(db: sqlite3.Connection, path: str) -> None:
+    """Close `db` without copying its -wal into the file at `path`, which holds the
+    user's bytes now, not a database. Python's sqlite3 before 3.12 cannot ask for that
+    (SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE), but SQLite copies only when closing the last
+    connection, and a read-only connection never does: one is held meanwhile. The -wal
+    and -shm are left as they are."""
+    guard = None
     try:
-        if identify(path) != known:
-            return "replaced"
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-    except FileNotFoundError:
-        return "gone"
-    return "same" if head == SQLITE_MAGIC else "garbage"
+        guard = sqlite3.connect(uri(path, "ro"), uri=True)
+        guard.execute("PRAGMA schema_version")  # holds the file from here on
+    except sqlite3.Error:
+        pass  # the page it read was not a database's: it holds the file all the same
+    try:
+        db.close()
+    finally:
+        if guard is not None:
+            guard.close()
+
+
+def uri(path: str, mode: str) -> str:
+    """The URI of the file at `path`: quoted, as "#", "?" and "%" would name another
+    file, and quoted as bytes, as a path that is not UTF-8 names what os.fsencode gives."""
+    return f"file:{quote(os.fsencode(path))}?mode={mode}"
+
+
+def overwritten(path: str) -> bool:
+    """Whether `path` is a file a writer of this process holds and that is not a
+    database any more (overwritten in place). SQLite would go on reading the pages
+    left in the old -wal, as if nothing had happened."""
+    try:
+        identity = identify(path)
+    except OSError:
+        return False
+    with _held_lock:
+        held = _held.get(identity)
+        head = None if held is None else os.pread(held.fds[0], len(SQLITE_MAGIC), 0)
+    return head is not None and head != SQLITE_MAGIC
 
 
 SIDECARS = ("-wal", "-shm")  # the files SQLite keeps beside a database in WAL mode

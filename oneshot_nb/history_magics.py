@@ -117,7 +117,9 @@ class HistoryMagics(Magics):
         # not be opened, the setting still names a path, but history is off.
         self.main._warn_store()  # what went wrong with the store, said before its data
         if self.main.store is None:
-            raise UsageError("task history is off (OneshotMagics.db or ONESHOT_NB_DB)")
+            reason = self.main.history_off or "OneshotMagics.db or ONESHOT_NB_DB"
+            raise UsageError(f"task history is off: {reason}")
+        # Absolute, as the store holds it: reads go to the file it writes after a %cd.
         return self.main.store.path
 
     def _record(self, task_id: str) -> records.TaskRecord:

@@ -160,33 +160,48 @@ class OneshotMagics(Magics):
 
     # -- the history ------------------------------------------------------------------
 
+    history_off: str | None = None  # why history is off, for the history magics to say
+
     def open_history(self) -> None:
         """Open the history database and settle what dead kernels left running.
 
-        A database that cannot be used turns history off with one warning; tasks run
-        as usual without it. What goes wrong later the next magic says, once.
+        A database that cannot be used for good (not a database, a newer schema, no
+        permission) turns history off with one warning; tasks run as usual without it.
+        A fault that may pass (a lock, a full disk) starts history paused instead, as
+        it pauses mid-run, and what dead kernels left is settled once it goes. What
+        goes wrong later the next magic says, once.
         """
         path = self.db or default_path()
         if path == ":memory:":
+            self.history_off = f"{'OneshotMagics.db' if self.db else 'ONESHOT_NB_DB'} is ':memory:'"
             return
-        store = None
         try:
             store = Store(path, on_error=self._store_failed)
-            settled = records.recover(store)
         except Exception as exc:
-            if store is not None:
-                store.close()  # its writer thread would run on for nothing
-            print(f"oneshot_nb: task history is off: cannot use {path}: {exc}", file=sys.stderr)
+            self.history_off = f"cannot use {path}: {exc}"
+            print(f"oneshot_nb: task history is off: {self.history_off}", file=sys.stderr)
             return
         self.store = store
         records.active_store = self.store
         atexit.register(self._at_exit)
-        if settled:
-            print(
-                f"oneshot_nb: {len(settled)} task(s) left running by a kernel that died were"
-                " stopped and marked 'kernel died' (see %oneshot_history)",
-                file=sys.stderr,
-            )
+
+        from .recovery import recover
+
+        def settle(say: Callable[[str], None]) -> None:
+            try:
+                settled = recover(store)
+            except Exception as exc:
+                say(f"oneshot_nb: cannot settle what dead kernels left running in {store.path}"
+                    f" now ({exc}); the next kernel to load the extension tries again")
+                return
+            if settled:
+                say(f"oneshot_nb: {len(settled)} task(s) left running by a kernel that died"
+                    " were stopped and marked 'kernel died' (see %oneshot_history)")
+
+        if store.fault is None:
+            settle(lambda message: print(message, file=sys.stderr))
+        else:  # on the store's thread, once it can write: the next magic says it
+            store.when_open(lambda: settle(self._store_failed))
 
     def _store_failed(self, message: str) -> None:
         # Called on the store's thread: the warning is shown by the next magic, in the

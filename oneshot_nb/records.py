@@ -1,4 +1,4 @@
-"""Reading the history back, and settling the tasks of kernels that died."""
+"""Reading the history back: tasks, their logs and transitions; pruning old ones."""
 
 from __future__ import annotations
 
@@ -6,23 +6,27 @@ import functools
 import inspect
 import json
 import os
-import signal
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import quote
 
-from .database import BUSY_TIMEOUT_MS, LIVE_STATES, StoreError, default_path, from_sql, to_sql
+from .database import (
+    BUSY_TIMEOUT_MS,
+    StoreError,
+    default_path,
+    from_sql,
+    overwritten,
+    to_sql,
+    uri,
+)
 from .machine import TaskState
-from .process import group_alive, process_start_time, signal_group, terminate_group
 from .redaction import was_redacted
 from .store import Store
 
-# A dead kernel's tasks get at most this long to go after SIGTERM, whatever their grace:
-# loading the extension waits for it.
-RECOVERY_GRACE_CAP = 5.0
+# SQLite's integers are 64-bit: a limit or offset beyond this means "no limit".
+SQL_MAX = 2**63 - 1
 
 # The Store of this process, if one is open, so that reads see what it has queued.
 active_store: Store | None = None
@@ -41,7 +45,7 @@ def _reads(fn: F) -> F:
             return fn(*args, **kwargs)
         except sqlite3.Error as exc:
             given = signature.bind(*args, **kwargs).arguments
-            path = given["self"].path if "self" in given else given.get("path") or default_path()
+            path = given["self"].path if "self" in given else _path(given.get("path"))
             raise StoreError(f"cannot read the task history at {path}: {exc}") from None
 
     return reading  # type: ignore[return-value]
@@ -65,16 +69,24 @@ class TaskRecord:
     ended_at: float | None
     session: str
     path: str = field(repr=False)
+    # What redaction took, as recorded when the task was stored (schema version 2):
+    # {"env": [names], "command": bool}; None for a row stored before that.
+    redacted: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def redacted_env(self) -> list[str]:
         """The env names whose values the history does not hold in full: secret-looking
         names, and values with a password in a URL."""
+        if self.redacted is not None:
+            return sorted(self.redacted.get("env", ()))
+        # Stored before what was taken was recorded: the text is all there is to go by.
         return sorted(name for name, value in self.env.items() if was_redacted(value))
 
     @property
     def command_redacted(self) -> bool:
-        """Whether the stored command lost a password in a URL."""
+        """Whether the stored command lost a password (or token) in a URL."""
+        if self.redacted is not None:
+            return bool(self.redacted.get("command"))
         words = [self.command] if isinstance(self.command, str) else self.command
         return any(was_redacted(word) for word in words)
 
@@ -82,8 +94,12 @@ class TaskRecord:
     def read_log(self, stream: str | None = None) -> bytes:
         """The task's whole output as written: one stream ("stdout" or "stderr"), or
         both in the order they arrived."""
+        if stream is not None and not isinstance(stream, str):
+            raise TypeError(f"stream must be a str or None, got {type(stream).__name__}")
+        if stream not in (None, "stdout", "stderr"):
+            raise ValueError(f"stream must be 'stdout', 'stderr' or None, got {stream!r}")
         _flush_if_active(self.path)
-        db = _open(self.path)
+        db = open_file(self.path)
         try:
             if stream is None:
                 rows = db.execute("SELECT data FROM chunks WHERE task = ? ORDER BY seq", (self.id,))
@@ -101,8 +117,10 @@ class TaskRecord:
         """The output as stored: (stream, bytes) rows in the order they arrived, and
         whether older rows were left out. With `last_bytes`, only the newest rows that
         hold that much are read, so showing the end of a huge log stays cheap."""
+        if last_bytes is not None:
+            _check_int("last_bytes", last_bytes, 0)
         _flush_if_active(self.path)
-        db = _open(self.path)
+        db = open_file(self.path)
         try:
             rows = db.execute(
                 "SELECT stream, data FROM chunks WHERE task = ? ORDER BY seq DESC", (self.id,)
@@ -122,7 +140,7 @@ class TaskRecord:
     def transitions(self) -> list[tuple[str, str, str, float, str | None]]:
         """(event, source, target, time, reason) for each recorded transition."""
         _flush_if_active(self.path)
-        db = _open(self.path)
+        db = open_file(self.path)
         try:
             return list(
                 db.execute(
@@ -148,18 +166,24 @@ def history(
 
     `offset` skips that many of the newest (a table's next page); `failed` keeps FAILED
     tasks only; `grep` keeps those whose name or command contains the text. `path`
-    defaults to ONESHOT_NB_DB or the per-user file.
+    defaults to ONESHOT_NB_DB or the per-user file; a relative one is taken from the
+    current directory. A limit too large for SQLite (2**63 and up) is no limit.
+    Raises TypeError or ValueError naming an argument of the wrong type or value.
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be a whole number >= 0, got {offset!r}")
-    path = path or default_path()
+    if limit is not None:
+        _check_int("limit", limit, 1)
+    _check_int("offset", offset, 0)
+    if not isinstance(failed, bool):
+        raise TypeError(f"failed must be a bool, got {type(failed).__name__}")
+    if grep is not None and not isinstance(grep, str):
+        raise TypeError(f"grep must be a str or None, got {type(grep).__name__}")
+    path = _path(path)
     if path == ":memory:" or not os.path.exists(path):
         return []
     _flush_if_active(path)
     query = "SELECT * FROM tasks"
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if failed:
         where.append("state = 'FAILED'")
     if grep:
@@ -167,10 +191,9 @@ def history(
         params.append(to_sql(grep))
     if where:
         query += " WHERE " + " AND ".join(where)
-    query += " ORDER BY created_at DESC, rowid DESC"
-    if limit is not None or offset:
-        query += f" LIMIT {-1 if limit is None else int(limit)} OFFSET {int(offset)}"
-    db = _open(path)
+    query += " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
+    params += [-1 if limit is None or limit > SQL_MAX else limit, min(offset, SQL_MAX)]
+    db = open_file(path)
     try:
         db.row_factory = sqlite3.Row
         return [_record(row, path) for row in db.execute(query, params)]
@@ -180,10 +203,13 @@ def history(
 
 @_reads
 def get_record(task_id: str, path: str | None = None) -> TaskRecord:
-    path = path or default_path()
+    """The task with id `task_id`; KeyError if the history has none."""
+    if not isinstance(task_id, str):
+        raise TypeError(f"task_id must be a str, got {type(task_id).__name__}")
+    path = _path(path)
     if path != ":memory:" and os.path.exists(path):
         _flush_if_active(path)
-        db = _open(path)
+        db = open_file(path)
         try:
             db.row_factory = sqlite3.Row
             row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -197,13 +223,16 @@ def get_record(task_id: str, path: str | None = None) -> TaskRecord:
 @_reads
 def prune(days: float, path: str | None = None) -> int:
     """Delete tasks that ended more than `days` days ago; return how many."""
-    if isinstance(days, bool) or not isinstance(days, (int, float)) or not days >= 0:
+    if isinstance(days, bool) or not isinstance(days, (int, float)):
+        raise TypeError(f"days must be a number, got {type(days).__name__}")
+    if not days >= 0:
         raise ValueError(f"days must be a number >= 0, got {days!r}")
-    path = path or default_path()
+    path = _path(path)
     if path == ":memory:" or not os.path.exists(path):
         return 0
-    cutoff = time.time() - days * 86400
-    db = _open(path)
+    # Capped: a number of days too large for a float is older than any task anyway.
+    cutoff = time.time() - min(days, 1e9) * 86400
+    db = open_file(path, "rw")
     try:
         db.execute("BEGIN IMMEDIATE")
         ids = [r[0] for r in db.execute("SELECT id FROM tasks WHERE ended_at < ?", (cutoff,))]
@@ -215,96 +244,10 @@ def prune(days: float, path: str | None = None) -> int:
         db.close()
 
 
-def recover(store: Store) -> list[str]:
-    """Settle the tasks that kernels on this host left CREATED, RUNNING or IDLE when
-    they died: terminate each surviving process group (SIGTERM, then SIGKILL after its
-    grace, at most RECOVERY_GRACE_CAP) and mark the task INTERRUPTED, "kernel died".
-
-    A group is signalled only when its leader is the very process the task started
-    (same pid and start time), or when no process has that pid any more (the group's
-    other members keep its id, which the system then cannot hand out again).
-    Returns the ids of the tasks settled.
-    """
-    db = _open(store.path)
-    try:
-        rows = db.execute(
-            f"""SELECT t.id, t.state, t.pid, t.pid_start, t.grace, s.pid, s.pid_start, s.host
-            FROM tasks t LEFT JOIN sessions s ON s.id = t.session
-            WHERE t.state IN ({", ".join("?" * len(LIVE_STATES))}) AND t.session != ?""",
-            (*LIVE_STATES, store.session),
-        ).fetchall()
-        host = os.uname().nodename
-        orphans = [row for row in rows if row[7] in (None, host) and not _alive(row[5], row[6])]
-        groups = {}
-        for _, _, pid, pid_start, grace, *_ in orphans:
-            if pid is not None and _ours(pid, pid_start) and terminate_group(pid):
-                groups[pid] = min(grace or 0.0, RECOVERY_GRACE_CAP)
-        deadline = time.monotonic() + max(groups.values(), default=0.0)
-        while any(group_alive(g) for g in groups) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pgid in groups:
-            signal_group(pgid, signal.SIGKILL)
-        now = time.time()
-        settled_ids = []
-        db.execute("BEGIN IMMEDIATE")
-        for task_id, state, *_ in orphans:
-            settled = db.execute(
-                "UPDATE tasks SET state = 'INTERRUPTED', reason = 'kernel died',"
-                " ended_at = ? WHERE id = ? AND state = ?",
-                (now, task_id, state),
-            )
-            if settled.rowcount == 0:
-                continue  # another kernel loading at the same moment settled it first
-            settled_ids.append(task_id)
-            db.execute(
-                "INSERT INTO transitions"
-                " VALUES (?, 'interrupt', ?, 'INTERRUPTED', ?, 'kernel died')",
-                (task_id, state, now),
-            )
-        db.execute("COMMIT")
-        return settled_ids
-    finally:
-        db.close()
-
-
-def _alive(pid: int | None, start: int | None) -> bool:
-    """Whether a kernel's process still runs: same pid and start time; where start
-    times cannot be read (no /proc), any process with that pid counts as alive."""
-    if pid is None:
-        return False
-    if start is None or not _HAS_PROC:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return process_start_time(pid) == start
-
-
-def _ours(pid: int, start: int | None) -> bool:
-    """Whether signalling group `pid` reaches the task's processes and nothing else:
-    its leader is the very process (start time, zombie or not), or no process has that
-    pid (the group's other members keep the id, which the system cannot reuse then)."""
-    if start is None or not _HAS_PROC:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            now = int(f.read().rsplit(b")", 1)[1].split()[19])
-    except FileNotFoundError:
-        return True
-    except (OSError, IndexError, ValueError):
-        return False
-    return now == start
-
-
-_HAS_PROC = os.path.isdir("/proc/self")
-
-
 def _record(row: Any, path: str) -> TaskRecord:
     # Text that is not UTF-8 (surrogate escapes) is stored as bytes: see database.to_sql.
     command = from_sql(row["command"])
+    keys = row.keys()  # a file still at schema version 1 has no "redacted"
     return TaskRecord(
         id=row["id"],
         name=from_sql(row["name"]),
@@ -320,15 +263,39 @@ def _record(row: Any, path: str) -> TaskRecord:
         ended_at=row["ended_at"],
         session=row["session"],
         path=path,
+        redacted=json.loads(row["redacted"]) if "redacted" in keys and row["redacted"] else None,
     )
 
 
-def _open(path: str) -> sqlite3.Connection:
-    """A connection for reading and small edits: no creating, no migrating."""
-    # Quoted: in a URI, "#", "?" and "%" in the path would otherwise name another file.
-    # Quoted as bytes: a path that is not UTF-8 names the file os.fsencode gives.
-    uri = f"file:{quote(os.fsencode(path))}?mode=rw"
-    db = sqlite3.connect(uri, uri=True, isolation_level=None)
+def _path(path: str | os.PathLike[str] | None) -> str:
+    """The file to read: `path` made absolute (now: a relative path is from the current
+    directory), or the default."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if path is not None and not isinstance(path, str):
+        raise TypeError(f"path must be a str, an os.PathLike or None, got {type(path).__name__}")
+    path = path or default_path()
+    return path if path == ":memory:" else os.path.abspath(path)
+
+
+def _check_int(name: str, value: object, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+
+
+def open_file(path: str, mode: str = "ro") -> sqlite3.Connection:
+    """A connection for reading ("ro") or small edits ("rw"): no creating, no migrating.
+
+    Reading is read-only, not for safety alone: a read-only connection never copies the
+    -wal into the file, nor deletes it, when it closes (see database.DatabaseFile).
+    """
+    if overwritten(path):
+        # SQLite would read the pages our writer left in the -wal, as if nothing had
+        # happened: say what sqlite3 says of a file put in place by a rename.
+        raise StoreError(f"cannot read the task history at {path}: file is not a database")
+    db = sqlite3.connect(uri(path, mode), uri=True, isolation_level=None)
     # Text another tool stored that is not UTF-8 reads back as surrogate escapes rather
     # than failing the whole read.
     db.text_factory = lambda data: data.decode("utf-8", "surrogateescape")

@@ -23,9 +23,12 @@ INSERT_TRANSITION = "INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?)"
 # must not overwrite it with NULL, or recovery would take an idle task's own process for
 # a stranger that reused the pid, and leave it running.
 UPSERT_TASK = """
-INSERT INTO tasks VALUES (
+INSERT INTO tasks (
+    id, session, name, command, argv, cwd, env, created_at, started_at, ended_at,
+    state, returncode, reason, error, pid, pid_start, grace, redacted)
+VALUES (
     :id, :session, :name, :command, :argv, :cwd, :env, :created_at, :started_at, :ended_at,
-    :state, :returncode, :reason, :error, :pid, :pid_start, :grace)
+    :state, :returncode, :reason, :error, :pid, :pid_start, :grace, :redacted)
 ON CONFLICT (id) DO UPDATE SET
     started_at = excluded.started_at, ended_at = excluded.ended_at, state = excluded.state,
     returncode = excluded.returncode, reason = excluded.reason, error = excluded.error,
@@ -35,7 +38,11 @@ SQL = {"chunk": INSERT_CHUNK, "task": UPSERT_TASK, "transition": INSERT_TRANSITI
 
 
 def task_row(task: OneshotTask, session: str) -> dict[str, Any]:
-    """The task's row. JSON (argv, env) escapes surrogates itself, so it is ASCII."""
+    """The task's row. JSON (argv, env) escapes surrogates itself, so it is ASCII.
+
+    What redaction took is recorded, not guessed later from the text: a command or a
+    value may hold "<redacted>" of its own.
+    """
     redacted: str | list[str]
     if isinstance(task.command, str):
         redacted = redact_text(task.command)
@@ -43,6 +50,11 @@ def task_row(task: OneshotTask, session: str) -> dict[str, Any]:
     else:
         redacted = [redact_text(arg) for arg in task.command]
         command = json.dumps(redacted)
+    env = redact(task.env)
+    lost = {
+        "env": sorted(k for k, v in task.env.items() if env[k] != v),
+        "command": redacted != task.command,
+    }
     # The default name is the command cut short, maybe in the middle of a password,
     # where no pattern would know it: it is made again from the redacted command.
     if task.name == default_name(task.command):
@@ -56,7 +68,7 @@ def task_row(task: OneshotTask, session: str) -> dict[str, Any]:
         "command": command,
         "argv": int(isinstance(redacted, list)),
         "cwd": to_sql(task.cwd),
-        "env": json.dumps(redact(task.env)),
+        "env": json.dumps(env),
         "created_at": task.created_at,
         "started_at": task.started_at,
         "ended_at": task.ended_at,
@@ -67,6 +79,7 @@ def task_row(task: OneshotTask, session: str) -> dict[str, Any]:
         "pid": task.pid,
         "pid_start": None,
         "grace": task.grace,
+        "redacted": json.dumps(lost),
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import uuid
@@ -60,11 +61,12 @@ class Store:
     """
 
     def __init__(self, path: str, on_error: Callable[[str], None] | None = None) -> None:
-        self.path = path
+        # Absolute: a relative path would name another file after a chdir (%cd).
+        self.path = path if path == ":memory:" else os.path.abspath(path)
         self.on_error = on_error
         self.session = uuid.uuid4().hex[:12]
         self.lost_records = 0  # records not taken once history stopped
-        self.dropped_bytes = 0  # output not taken while history was paused
+        self._dropped = 0  # output not taken on the loop side while history was paused
         self.closed = False
         self._queue: queue.SimpleQueue[list[tuple[Any, ...]] | None] = queue.SimpleQueue()
         # Counted here, on the loop; the writer counts what is out.
@@ -76,9 +78,10 @@ class Store:
         self._batch_bytes = 0
         self._batch_lock = threading.Lock()
         self._handoff_timer: asyncio.TimerHandle | None = None
-        # Raises here, in the caller, when the file is unusable.
+        # Raises here, in the caller, when the file is unusable for good; a fault that
+        # may pass (a lock, a full disk) starts history paused instead.
         self._writer = Writer(
-            path, self.session, self._queue, self._report, lambda: self.dropped_bytes
+            self.path, self.session, self._queue, self._report, lambda: self._dropped
         )
 
     @property
@@ -90,6 +93,17 @@ class Store:
     def fault(self) -> str | None:
         """Why history is paused (it is retried); None when it is not."""
         return self._writer.fault
+
+    @property
+    def dropped_bytes(self) -> int:
+        """Output not kept while history was paused (too much waiting, or more than
+        the disk had room for)."""
+        return self._dropped + self._writer.dropped_bytes
+
+    def when_open(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once the database is open: at once if it is, else on the store's
+        thread once the fault met when it was made goes."""
+        self._writer.when_open(fn)
 
     @property
     def skipped_records(self) -> int:
@@ -105,7 +119,7 @@ class Store:
         if event.kind == "output":
             if event.data:
                 if self.fault is not None and self._full():
-                    self.dropped_bytes += len(event.data)
+                    self._dropped += len(event.data)
                     return
                 seq = self._seq.get(task.id, 0)
                 self._seq[task.id] = seq + 1

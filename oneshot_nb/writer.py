@@ -3,7 +3,10 @@ and rides out faults.
 
 - A full disk, or a database locked past the busy timeout, pauses history: what waits
   is kept (the loop side bounds it) and written again every RETRY_INTERVAL until it
-  goes in; then history resumes and says what was lost meanwhile.
+  goes in; then history resumes and says what was lost meanwhile. While paused, task
+  rows and transitions go first and output follows in pieces, so that output bigger
+  than the space freed holds nothing else back; what still does not fit is dropped.
+- The same holds from load: a lock or a full disk then starts history paused.
 - A file deleted or replaced while in use is opened (created) again at its path.
 - A row the database refuses is skipped and said, not its whole batch.
 - Only a file that is not a database any more ends history for the kernel.
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -23,20 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import database
-from .database import (
-    LIVE_STATES,
-    FileIdentity,
-    StoreError,
-    connect,
-    creating,
-    describe,
-    fault_kind,
-    file_status,
-    identify,
-    sidecars,
-)
-from .process import process_start_time
-from .rows import SQL, UPSERT_TASK, merge, task_of
+from .connection import Connection
+from .database import describe, fault_kind, lasting_at_load
+from .rows import SQL, merge, task_of
 
 logger = logging.getLogger("oneshot_nb")
 
@@ -54,6 +45,11 @@ RETRY_INTERVAL = 1.0
 # While paused, an attempt waits this long for a lock, so the writer goes on taking
 # records off the queue instead of waiting a whole busy timeout each time.
 RETRY_BUSY_MS = 100
+# Loading the extension waits this long for a lock, not the whole busy timeout: a lock
+# held longer starts history paused, and loading goes on.
+LOAD_BUSY_MS = 200
+# While paused, output is written in transactions of up to this much.
+PIECE_BYTES = 256 << 10
 
 Records = queue.SimpleQueue[list[tuple[Any, ...]] | None]
 
@@ -80,7 +76,8 @@ class Writer:
     The loop side reads `error` (history is off for good), `fault` (paused, retrying),
     and the counters of what is committed or given up: `bytes_out`, `chunks_out`, and
     `written` (records, under `flushed`). `report` says a fault once; `dropped` tells
-    how much output the loop side has dropped while paused.
+    how much output the loop side has dropped while paused, `dropped_bytes` how much
+    the writer has.
     """
 
     def __init__(
@@ -92,10 +89,10 @@ class Writer:
         dropped: Callable[[], int],
     ) -> None:
         self.path = path
-        self.session = session
         self.error: str | None = None
         self.fault: str | None = None
         self.skipped_records = 0
+        self.dropped_bytes = 0
         self.bytes_out = 0
         self.chunks_out = 0
         self.written = 0
@@ -103,24 +100,31 @@ class Writer:
         self._records = records
         self._report = report
         self._dropped = dropped
-        # The newest row of each task not ended: written again into a new file, so
-        # that recovery still finds the task if this kernel dies.
-        self._live: dict[str, dict[str, Any]] = {}
         self._retry_at = 0.0
-        self._moved = ""  # how the file went: "deleted" or "replaced"
         self._dropped_said = 0
         self._skipped_tasks: set[str] = set()
-        # Raises here, in the caller, when the file is unusable.
-        self._db: sqlite3.Connection | None = connect(path)
+        self._link = Connection(path, session)
+        self._hooks_lock = threading.Lock()
+        self._on_open: list[Callable[[], None]] | None = []  # None once open
         try:
-            self._file: FileIdentity | None = None if path == ":memory:" else identify(path)
-            self._sidecars = {} if path == ":memory:" else sidecars(path)
-            self._begin_session(self._db)
-        except BaseException:
-            self._db.close()
-            raise
+            self._link.open(LOAD_BUSY_MS, database.BUSY_TIMEOUT_MS)
+        except Exception as exc:
+            if lasting_at_load(exc):
+                raise  # here, in the caller: history is off
+            self._pause(exc)
+        else:
+            self._on_open = None
         self.thread = threading.Thread(target=self._run, name="oneshot_nb store", daemon=True)
         self.thread.start()
+
+    def when_open(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once the database is open: at once if it is, else on the writer's
+        thread when the fault met at load goes."""
+        with self._hooks_lock:
+            if self._on_open is not None:
+                self._on_open.append(fn)
+                return
+        fn()
 
     def _run(self) -> None:
         held = Held()
@@ -132,7 +136,7 @@ class Writer:
             if self.error is None and self._due(held, stop) and self._commit(held):
                 unchecked = self._checkpoint(unchecked + size, size)
             if self.error is not None:
-                self._done(held)  # given up: history is off
+                self._done(held, held.items)  # given up: history is off
             with self.flushed:
                 self.flushed.notify_all()
         if held.items:
@@ -142,8 +146,7 @@ class Writer:
                 " before it closed (%s)",
                 held.size, len(held.items) - held.chunks, self.path, self.fault,
             )
-        if self._db is not None:
-            self._db.close()
+        self._link.close()
 
     def _collect(self, held: Held) -> bool:
         """Wait up to RETRY_INTERVAL for records, then gather more until FLUSH_INTERVAL
@@ -170,42 +173,76 @@ class Writer:
         """Whether to write now: there is something to write, or the file is not the
         one we opened; while paused, once RETRY_INTERVAL has passed."""
         if self.fault is not None:
+            if not stop and time.monotonic() < self._retry_at:
+                return False
             # With nothing to write, an empty transaction would pass even on a full
-            # disk, and history would seem back only to pause again at the next chunk.
-            return bool(held.items) and (stop or time.monotonic() >= self._retry_at)
-        if held.items or self._db is None:
-            return True
-        try:
-            return self._file is not None and file_status(self.path, self._file) != "same"
-        except OSError:
-            return True  # _commit finds out what is wrong
+            # disk, and history would seem back only to pause again at the next chunk;
+            # a connection not made yet is tried for itself.
+            return bool(held.items) or (self._link.db is None and not stop)
+        return bool(held.items) or self._link.db is None or self._link.is_moved()
 
     def _commit(self, held: Held) -> bool:
-        """Write `held` in one transaction; True when it is committed."""
+        """Write `held`: in one transaction, or in pieces while paused. True when all
+        of it is committed (or dropped) and history goes on."""
+        if self.fault is not None:
+            return self._retry(held)
         try:
-            self._reopen_if_moved()
-            try:
-                self._write(held.items)
-            except Exception as exc:
-                if fault_kind(exc) != "record":
-                    raise
-                self._write(held.items, one_by_one=True)
+            self._ensure_open()
+            self._write_all(held.items)
         except Exception as exc:
-            if fault_kind(exc) == "transient":
-                self._pause(exc)
-            else:
-                self._fail(exc)
+            self._on_fault(exc)
             return False
-        self._note_live(held.items)
-        self._done(held)
+        self._done(held, held.items)
         self._resume()
         return True
+
+    def _retry(self, held: Held) -> bool:
+        """While paused: task rows and transitions first, in one transaction, then the
+        output in pieces of PIECE_BYTES, oldest first. Output that does not fit once
+        the database has taken what it could in this attempt (a full disk with less
+        space freed than is held) is dropped, counted and said: it would hold history
+        paused until more space is freed, with no sign of when."""
+        records = [item for item in held.items if item[0] != "chunk"]
+        took = any(item[0] != "flush" for item in records)  # an empty commit proves nothing
+        try:
+            self._ensure_open()
+            self._write_all(records)
+        except Exception as exc:
+            self._on_fault(exc)
+            return False
+        self._done(held, records)
+        for piece in _pieces(held.items):
+            try:
+                self._write_all(piece)
+            except Exception as exc:
+                if not took or fault_kind(exc) != "transient" or _locked(exc):
+                    self._on_fault(exc)
+                    return False
+                self.dropped_bytes += held.size
+                self._done(held, held.items)
+                break
+            took = True
+            self._done(held, piece)
+        self._resume()
+        self._opened()
+        return True
+
+    def _write_all(self, items: list[tuple[Any, ...]]) -> None:
+        """Write `items` in one transaction; if the database refuses a row, again one
+        by one, skipping what it refuses."""
+        try:
+            self._write(items)
+        except Exception as exc:
+            if fault_kind(exc) != "record":
+                raise
+            self._write(items, one_by_one=True)
+        self._link.note_live(items)
 
     def _write(self, items: list[tuple[Any, ...]], one_by_one: bool = False) -> None:
         """Insert the rows of `items`. One by one, a row the database refuses is
         skipped and said, and the others are written."""
-        db = self._db
-        assert db is not None  # _reopen_if_moved opened it or raised
+        db = self._link.db
+        assert db is not None  # _ensure_open opened it or raised
         db.execute("BEGIN IMMEDIATE")
         try:
             for kind, rows in merge(items):
@@ -226,89 +263,49 @@ class Writer:
                     db.execute("ROLLBACK")
             raise
 
-    def _reopen_if_moved(self) -> None:
-        """Make sure we write to the file at `path`. Writes into a file deleted since
-        it was opened would vanish with it, so a new one is created; a file put in its
-        place is used if it is a database."""
-        if self._file is None:
-            return  # ":memory:"
-        if self._db is not None:
-            status = file_status(self.path, self._file)
-            if status == "same":
-                return
-            if status == "garbage":
-                raise StoreError(f"{self.path} was overwritten by something not a database")
-            old, self._db = self._db, None
-            with contextlib.suppress(sqlite3.Error):
-                old.close()
-            self._moved = "deleted" if status == "gone" else "replaced"
-        with creating(self.path, self._sidecars):
+    def _ensure_open(self) -> None:
+        busy = RETRY_BUSY_MS if self.fault else database.BUSY_TIMEOUT_MS
+        moved = self._link.ensure(busy)
+        if moved:
+            self._report(
+                f"oneshot_nb: {self.path} was {moved} while in use; task history goes on"
+                " in the file there now (without what the old one held)"
+            )
+
+    def _opened(self) -> None:
+        """Call what waited for the database to open (see when_open)."""
+        with self._hooks_lock:
+            hooks, self._on_open = self._on_open or [], None
+        for fn in hooks:
             try:
-                db = connect(self.path, RETRY_BUSY_MS if self.fault else None)
-            except sqlite3.Error as exc:
-                if fault_kind(exc) == "transient":
-                    raise
-                raise StoreError(f"{self.path} is not a database now ({exc})") from None
-        try:
-            self._begin_session(db)
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(UPSERT_TASK, list(self._live.values()))
-            db.execute("COMMIT")
-            self._file, self._sidecars = identify(self.path), sidecars(self.path)
-        except BaseException:
-            db.close()
-            raise
-        self._db = db
-        self._report(
-            f"oneshot_nb: {self.path} was {self._moved} while in use; task history goes on"
-            " in the file there now (without what the old one held)"
-        )
+                fn()
+            except Exception:
+                logger.exception("oneshot_nb: a call once history is open failed")
 
-    def _begin_session(self, db: sqlite3.Connection) -> None:
-        # OR REPLACE: a file put in place of ours may be a copy that has our session.
-        db.execute(
-            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
-            (
-                self.session,
-                os.getpid(),
-                process_start_time(os.getpid()),
-                os.uname().nodename,
-                time.time(),
-            ),
-        )
-
-    def _note_live(self, items: list[tuple[Any, ...]]) -> None:
-        for item in items:
-            if item[0] == "task":
-                row = item[1]
-            elif item[0] == "transition":
-                row = item[3]
-            else:
-                continue
-            if row["state"] not in LIVE_STATES:
-                self._live.pop(row["id"], None)
-                continue
-            old = self._live.get(row["id"])
-            if old is not None and row["pid_start"] is None:
-                row = {**row, "pid_start": old["pid_start"]}
-            self._live[row["id"]] = row
-
-    def _done(self, held: Held) -> None:
-        """`held` is committed, or given up: it no longer counts as queued."""
-        self.bytes_out += held.size
-        self.chunks_out += held.chunks
+    def _done(self, held: Held, items: list[tuple[Any, ...]]) -> None:
+        """`items` of `held` are committed, or given up: they no longer count as
+        queued."""
+        if items is held.items:
+            size, chunks, held.items = held.size, held.chunks, []
+        else:
+            gone = {id(item) for item in items}
+            held.items = [item for item in held.items if id(item) not in gone]
+            size = sum(len(item[5]) for item in items if item[0] == "chunk")
+            chunks = sum(1 for item in items if item[0] == "chunk")
+        held.size -= size
+        held.chunks -= chunks
+        self.bytes_out += size
+        self.chunks_out += chunks
         with self.flushed:
-            self.written += len(held.items)
-        held.items, held.size, held.chunks = [], 0, 0
+            self.written += len(items)
 
     def _checkpoint(self, unchecked: int, size: int) -> int:
         """Copy the write-ahead log into the file at a quiet moment; return how many
         bytes are left unchecked."""
         if unchecked <= CHECKPOINT_MAX and (unchecked <= CHECKPOINT_QUIET or size >= QUIET_BATCH):
             return unchecked
-        assert self._db is not None
         try:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._link.checkpoint()
         except Exception as exc:
             # What is committed is safe in the log: a transient failure can wait for
             # the next quiet moment.
@@ -316,10 +313,16 @@ class Writer:
                 self._fail(exc)
         return 0
 
+    def _on_fault(self, exc: Exception) -> None:
+        if fault_kind(exc) == "transient":
+            self._pause(exc)
+        else:
+            self._fail(exc)
+
     def _pause(self, exc: Exception) -> None:
         if self.fault is None:
             self.fault = describe(exc)
-            self._set_busy_timeout(RETRY_BUSY_MS)
+            self._link.set_busy_timeout(RETRY_BUSY_MS)
             self._report(
                 f"oneshot_nb: task history cannot be saved to {self.path} for now"
                 f" ({self.fault}); tasks run on, and it tries again every"
@@ -332,10 +335,10 @@ class Writer:
         paused = self.fault is not None
         if paused:
             self.fault = None
-            self._set_busy_timeout(database.BUSY_TIMEOUT_MS)
+            self._link.set_busy_timeout(database.BUSY_TIMEOUT_MS)
         # Read after clearing the fault: output dropped until then is in the count, and
         # the rare chunk dropped as the fault cleared is said at a later commit.
-        dropped = self._dropped() - self._dropped_said
+        dropped = self._dropped() + self.dropped_bytes - self._dropped_said
         self._dropped_said += dropped
         lost = f"{dropped:,} bytes of output could not be saved" if dropped else ""
         if paused:
@@ -343,11 +346,6 @@ class Writer:
             self._report(f"oneshot_nb: {again}; {lost + ' meanwhile' if lost else 'nothing lost'}")
         elif lost:
             self._report(f"oneshot_nb: {lost} to {self.path} while history was paused")
-
-    def _set_busy_timeout(self, ms: int) -> None:
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute(f"PRAGMA busy_timeout = {ms}")
 
     def _skip(self, task_id: str, exc: Exception) -> None:
         self.skipped_records += 1
@@ -361,3 +359,24 @@ class Writer:
     def _fail(self, exc: Exception) -> None:
         self.error = describe(exc)
         self._report(f"oneshot_nb: task history is no longer saved to {self.path} ({self.error})")
+
+
+def _pieces(items: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """Output records in runs of up to PIECE_BYTES (at least one record each)."""
+    pieces: list[list[tuple[Any, ...]]] = []
+    size = PIECE_BYTES
+    for item in items:
+        if size + len(item[5]) > PIECE_BYTES:
+            pieces.append([])
+            size = 0
+        pieces[-1].append(item)
+        size += len(item[5])
+    return pieces
+
+
+def _locked(exc: Exception) -> bool:
+    """A lock passes by itself: no reason to drop what waits for it."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+    return "locked" in str(exc).lower() or "busy" in str(exc).lower()

@@ -7,6 +7,8 @@ import logging
 import os
 import shlex
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -20,7 +22,7 @@ import oneshot_nb.magics as magics_module
 from oneshot_nb import OneshotTask, TaskRecord, TaskState, database, history, records, writer
 from oneshot_nb.magics import OneshotMagics, load
 from oneshot_nb.records import get_record, prune
-from oneshot_nb.store import REDACTED
+from oneshot_nb.store import REDACTED, Store
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -127,11 +129,72 @@ async def test_history_reads_a_database_whose_path_looks_like_a_uri(tmp_path):
     assert prune(0, path=path) == 1
 
 
-@pytest.mark.parametrize("limit", [0, -1, 1.5, True, "3"])
-def test_history_refuses_a_limit_that_is_not_a_whole_number_from_1(db, limit):
-    """A bad limit raises ValueError naming it instead of returning something else."""
-    with pytest.raises(ValueError, match="limit must be a whole number >= 1"):
-        history(limit, path=db)
+BAD_ARGUMENTS = [
+    (history, {"limit": 0}, ValueError, "limit must be a whole number >= 1, got 0"),
+    (history, {"limit": -1}, ValueError, "limit must be a whole number >= 1, got -1"),
+    (history, {"limit": 1.5}, TypeError, "limit must be an int, got float"),
+    (history, {"limit": True}, TypeError, "limit must be an int, got bool"),
+    (history, {"limit": "5"}, TypeError, "limit must be an int, got str"),
+    (history, {"offset": -1}, ValueError, "offset must be a whole number >= 0, got -1"),
+    (history, {"offset": "1"}, TypeError, "offset must be an int, got str"),
+    (history, {"failed": "yes"}, TypeError, "failed must be a bool, got str"),
+    (history, {"failed": 1}, TypeError, "failed must be a bool, got int"),
+    (history, {"grep": 5}, TypeError, "grep must be a str or None, got int"),
+    (history, {"grep": b"x"}, TypeError, "grep must be a str or None, got bytes"),
+    (history, {"path": 5}, TypeError, "path must be a str, an os.PathLike or None, got int"),
+    (get_record, {"task_id": 5}, TypeError, "task_id must be a str, got int"),
+    (get_record, {"task_id": "x", "path": b"h"}, TypeError, "path must be a str, an os"),
+    (prune, {"days": -1}, ValueError, "days must be a number >= 0, got -1"),
+    (prune, {"days": float("nan")}, ValueError, "days must be a number >= 0, got nan"),
+    (prune, {"days": True}, TypeError, "days must be a number, got bool"),
+    (prune, {"days": "7"}, TypeError, "days must be a number, got str"),
+    (prune, {"days": 1, "path": 5}, TypeError, "path must be a str, an os.PathLike or"),
+]
+
+
+@pytest.mark.parametrize(
+    ("function", "arguments", "error", "message"),
+    BAD_ARGUMENTS,
+    ids=[f"{f.__name__}-{a}" for f, a, *_ in BAD_ARGUMENTS],
+)
+def test_reads_refuse_bad_arguments_naming_them(db, function, arguments, error, message):
+    """history(grep=5), history(failed='yes') and history(grep=b'x') were accepted
+    silently, history(path=5) raised a TypeError that did not name `path`, and
+    history(limit='5') a ValueError. Now a wrong type is a TypeError and a wrong value
+    a ValueError, each naming the argument; nothing is deleted."""
+    with pytest.raises(error) as raised:
+        function(**arguments)
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.anyio
+async def test_reading_a_log_refuses_bad_arguments_naming_them(db):
+    """read_log("both") returned nothing, as if the task had written nothing."""
+    [task] = await run_in_turn(db, ("echo hi", {}))
+    record = get_record(task.id, path=db)
+    for call, error, message in [
+        (lambda: record.read_log("both"), ValueError, "stream must be 'stdout', 'stderr'"),
+        (lambda: record.read_log(1), TypeError, "stream must be a str or None, got int"),
+        (lambda: record.read_chunks(-1), ValueError, "last_bytes must be a whole number >= 0"),
+        (lambda: record.read_chunks("1"), TypeError, "last_bytes must be an int, got str"),
+    ]:
+        with pytest.raises(error) as raised:
+            call()
+        assert str(raised.value).startswith(message)
+
+
+@pytest.mark.anyio
+async def test_a_limit_or_offset_beyond_what_sqlite_holds_means_no_limit(db):
+    """history(limit=10**30) failed with sqlite3's "datatype mismatch" (and so did
+    %oneshot_history --limit 9223372036854775807): a limit too large for SQLite is no
+    limit, an offset that large finds nothing, and a huge prune deletes nothing."""
+    tasks = await run_in_turn(db, ("echo one", {}), ("echo two", {}))
+    newest_first = [t.id for t in reversed(tasks)]
+    for limit in (2**63 - 1, 2**63, 10**30):
+        assert [r.id for r in history(limit, path=db)] == newest_first
+    assert history(offset=10**30, path=db) == []
+    assert prune(10**400, path=db) == 0
+    assert [r.id for r in history(path=db)] == newest_first
 
 
 @pytest.mark.anyio
@@ -192,13 +255,6 @@ async def test_prune_deletes_tasks_that_ended_before_the_cutoff_with_their_logs(
         assert [r.id for r in history(path=db)] == [running.id]
         running.stop()
         await running.wait()
-
-
-@pytest.mark.parametrize("days", [-1, float("nan"), True, "7"])
-def test_prune_refuses_days_that_are_not_a_number_from_0(db, days):
-    """A bad number of days raises ValueError and deletes nothing."""
-    with pytest.raises(ValueError, match="days must be a number >= 0"):
-        prune(days, path=db)
 
 
 # -- the magics in a plain shell ------------------------------------------------------------
@@ -391,17 +447,24 @@ def test_memory_turns_history_off_and_creates_no_file(
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("setting", [":memory:", "corrupt"])
-def test_a_db_setting_that_turns_history_off_makes_the_history_magics_say_so(
+@pytest.mark.parametrize("setting", [":memory:", "corrupt", "under a file"])
+def test_a_db_setting_that_turns_history_off_makes_the_history_magics_say_why(
     ip, tmp_path, load_magics, setting
 ):
-    """c.OneshotMagics.db = ":memory:", or a file that is not a database, turns history
-    off as ONESHOT_NB_DB does: the history magics say so (rather than showing an empty
-    history, or raising sqlite3's error)."""
+    """c.OneshotMagics.db = ":memory:", a file that is not a database, or a path whose
+    directory cannot be made, turns history off as ONESHOT_NB_DB does: the history
+    magics say so, naming the cause seen at load (they said "OneshotMagics.db or
+    ONESHOT_NB_DB", whatever the cause)."""
+    cause = "OneshotMagics.db is ':memory:'"
     if setting == "corrupt":
         setting = str(tmp_path / "corrupt.sqlite3")
         with open(setting, "wb") as f:
             f.write(b"this is not a database\n" * 100)
+        cause = f"cannot use {setting}: file is not a database"
+    elif setting == "under a file":
+        (tmp_path / "a file").write_bytes(b"")
+        setting = str(tmp_path / "a file" / "history.sqlite3")
+        cause = f"cannot use {setting}: [Errno 17] File exists: '{tmp_path / 'a file'}'"
     ip.config.OneshotMagics.db = setting
     try:
         magics = load_magics()
@@ -409,8 +472,9 @@ def test_a_db_setting_that_turns_history_off_makes_the_history_magics_say_so(
         del ip.config.OneshotMagics["db"]
     assert (magics.db, magics.store) == (setting, None)
     for magic, line in [("oneshot_history", ""), ("oneshot_log", "abc")]:
-        with pytest.raises(UsageError, match="task history is off"):
+        with pytest.raises(UsageError) as raised:
             ip.run_line_magic(magic, line)
+        assert str(raised.value) == f"task history is off: {cause}"
 
 
 def test_a_corrupt_database_turns_history_off_with_one_warning(
@@ -500,3 +564,111 @@ def test_history_magics_say_in_one_line_that_the_database_is_not_readable(
         f" ({db} is not a database now (file is not a database))\n"
     )
     assert after.state is TaskState.COMPLETED
+
+
+def test_a_lock_at_load_pauses_history_and_settles_dead_kernels_once_it_goes(
+    ip, db, load_magics, monkeypatch, capsys
+):
+    """A lock held by another process at %load_ext blocked the kernel for the busy
+    timeout (10 s), then turned history off for the kernel, and the history magics
+    blamed the setting. Now loading returns at once, history is paused (said once by
+    the next magic), tasks run; once the lock goes, history resumes, what a dead kernel
+    left running is settled, and the next magic says both."""
+    monkeypatch.setattr(writer, "RETRY_INTERVAL", 0.1)
+    Store(db).close()
+    dead = sqlite3.connect(db, isolation_level=None)
+    dead.execute("INSERT INTO sessions VALUES ('dead', 1, 1, ?, 0)", (os.uname().nodename,))
+    dead.execute(
+        "INSERT INTO tasks (id, session, name, command, argv, env, created_at, state)"
+        " VALUES ('orphan', 'dead', 'orphan', 'sleep 1', 0, '{}', 0, 'CREATED')"
+    )
+    dead.close()
+    code = (
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None);"
+        " db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()"
+    )
+    locker = subprocess.Popen(
+        [sys.executable, "-c", code, db], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert locker.stdout.readline() == b"locked\n"
+        began = time.monotonic()
+        magics = load_magics()
+        assert time.monotonic() - began < 2
+        assert magics.store is not None and magics.store.fault is not None
+        assert capsys.readouterr().err == ""
+        task = oneshot(ip, "echo while locked")
+        assert task.state is TaskState.COMPLETED
+        ip.run_line_magic("oneshot_tasks", "")
+        assert capsys.readouterr().err == (
+            f"oneshot_nb: task history cannot be saved to {db} for now (OperationalError:"
+            " database is locked); tasks run on, and it tries again every 0.1 s\n"
+        )
+    finally:
+        locker.stdin.close()
+        locker.wait(10)
+    eventually(lambda: magics.store.fault is None and get_record("orphan").state.is_final)
+    ip.run_line_magic("oneshot_tasks", "")
+    assert capsys.readouterr().err == (
+        f"oneshot_nb: task history is saved to {db} again; nothing lost\n"
+        "oneshot_nb: 1 task(s) left running by a kernel that died were stopped and marked"
+        " 'kernel died' (see %oneshot_history)\n"
+    )
+    assert get_record(task.id).read_log() == b"while locked\n"
+    assert get_record("orphan").reason == "kernel died"
+
+
+def test_history_magics_follow_the_file_after_a_cd_with_a_relative_path(
+    ip, load_magics, tmp_path, monkeypatch, capsys
+):
+    """ONESHOT_NB_DB=rel.db, then %cd: the kernel said "rel.db was deleted while in
+    use" and began a new history in the new directory. Now the store holds the
+    absolute path and the magics read it: nothing said, nothing made elsewhere."""
+    monkeypatch.setattr(writer, "RETRY_INTERVAL", 0.1)
+    monkeypatch.setattr(records, "active_store", None)
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(home)
+    monkeypatch.setenv("ONESHOT_NB_DB", "rel.db")
+    magics = load_magics()
+    before = oneshot(ip, "echo before")
+    ip.run_line_magic("cd", str(elsewhere))
+    time.sleep(0.3)  # idle checks of the file
+    after = oneshot(ip, "echo after")
+    capsys.readouterr()
+    ip.run_line_magic("oneshot_history", "")
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert [row.split()[0] for row in out.splitlines()] == [after.id, before.id]
+    assert magics.store.path == str(home / "rel.db")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_oneshot_history_takes_the_largest_limit(ip, magics, capsys):
+    """--limit 9223372036854775807 failed with sqlite3's "datatype mismatch" (one more
+    row is read to know whether there are more)."""
+    task = oneshot(ip, "true")
+    capsys.readouterr()
+    ip.run_line_magic("oneshot_history", "--limit 9223372036854775807")
+    assert [row.split()[0] for row in capsys.readouterr().out.splitlines()] == [task.id]
+
+
+def test_history_magics_say_a_file_overwritten_in_place_is_not_a_database(
+    ip, db, magics, capsys
+):
+    """A file overwritten in place (same inode) while a task runs: the magics went on
+    showing the old pages left in the -wal, the task RUNNING forever. Now they say in
+    one line that the file is not a database."""
+    running = ip.run_line_magic("oneshot", "--quiet sleep 30")
+    eventually(lambda: running.state is TaskState.RUNNING)
+    assert magics.store.flush()
+    code = "import sys; open(sys.argv[1], 'r+b').write(b'this is not a database' * 100)"
+    subprocess.run([sys.executable, "-c", code, db], check=True)
+    for magic, line in [
+        ("oneshot_history", ""), ("oneshot_history", "--prune 1"), ("oneshot_log", running.id)
+    ]:
+        with pytest.raises(UsageError) as raised:
+            ip.run_line_magic(magic, line)
+        assert str(raised.value) == f"cannot read the task history at {db}: file is not a database"
+    running.stop()

@@ -22,7 +22,8 @@ from jupyter_client.manager import KernelManager, start_new_kernel
 
 from oneshot_nb import TaskState, history
 from oneshot_nb.process import process_start_time
-from oneshot_nb.records import get_record, recover
+from oneshot_nb.records import get_record
+from oneshot_nb.recovery import recover
 from oneshot_nb.store import Store, connect
 
 pytestmark = pytest.mark.timeout(90)

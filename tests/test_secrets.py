@@ -25,12 +25,16 @@ SECRET_NAMES = [
     "JWT", "API_KEY", "APIKEY", "OPENAI_API_KEY", "apiKey", "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN", "HF_TOKEN", "HFTOKEN", "GPG_PASSPHRASE", "CREDENTIALS", "NPM_AUTH",
     "SESSION_COOKIE", "SSH_PRIVATE_KEY", "my_auth", "client-secret",
+    # a digit or a plural glued on
+    "PASSWORD2", "DB_PASSWORD1", "GITHUB_TOKEN2", "SECRET1", "APIKEY2", "PAT2",
+    "PASSPHRASE2", "PASSWORDS", "MYSQL_PWD2", "PGPASSWORD10", "apiKey2", "HF_TOKENS",
 ]
 ORDINARY_NAMES = [
     "KEYBOARD_LAYOUT", "MONKEY", "AUTHOR", "GIT_AUTHOR_NAME", "PWD", "OLDPWD", "PATH",
     "TOKENIZERS_PARALLELISM", "PASSENGER_COUNT", "PROXY_BYPASS", "XDG_SESSION_ID",
     "SSH_AUTH_SOCK", "PGPASSFILE", "TOKEN_FILE", "DATABASE_URL", "OAUTH_CLIENT_ID",
-    "CUDA_VISIBLE_DEVICES",
+    "CUDA_VISIBLE_DEVICES", "KEYBOARDS", "ADDRESS", "PROCESS", "STATUS", "X509_CERT",
+    "TOKEN_FILES", "PWD2", "PASSES",
 ]
 
 
@@ -64,12 +68,20 @@ def test_names_that_only_contain_a_secret_word_are_kept(name):
         ),
         ("https://example.com/a@b:c", "https://example.com/a@b:c"),
         ("ssh://git@github.com/org/repo", "ssh://git@github.com/org/repo"),
+        (
+            "git clone https://ghp_16C7e42F292c6912E7710c838347Ae178B4a@github.com/o/r",
+            f"git clone https://{REDACTED}@github.com/o/r",
+        ),
+        ("https://first.last@host/x", "https://first.last@host/x"),
+        ("https://deploy_user_for_production@host", "https://deploy_user_for_production@host"),
         ("no url here: user:pass@host", "no url here: user:pass@host"),
     ],
 )
 def test_passwords_in_urls_are_redacted_and_nothing_else(text, stored):
     """The password of scheme://user:password@host is replaced (the user, host and the
-    rest are kept); text without one is left as it is."""
+    rest are kept), and so is a user name that is a token (20 or more letters, digits,
+    "_" or "-", with a letter and a digit: https://ghp_...@github.com was stored in
+    clear); text without either is left as it is."""
     assert redact_text(text) == stored
     assert redact({"DATABASE_URL": text}) == {"DATABASE_URL": stored}
 
@@ -214,3 +226,25 @@ def test_rerun_of_a_task_without_secrets_needs_no_option(ip, magics):
     rerun = run(ip, "oneshot_rerun", first.id)
     assert (rerun.state, rerun.output) == (TaskState.COMPLETED, "fast\n")
     assert rerun.env == {"MODE": "fast"}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "--env NOTE=<redacted> echo $NOTE",
+        "printf '%s\\n' 's/x/<redacted>/'",
+    ],
+    ids=["an env value", "the command"],
+)
+def test_a_literal_redacted_marker_is_not_taken_for_a_redaction(ip, magics, line):
+    """A value or command holding the text "<redacted>" of its own was taken for one
+    that lost a secret: the rerun was refused ("values of NOTE were not saved", "its
+    command held a password in a URL"). What was redacted is now recorded when the task
+    is stored, so the rerun runs the same thing."""
+    first = run(ip, "oneshot", line)
+    assert first.state is TaskState.COMPLETED
+    record = get_record(first.id)
+    assert (record.redacted_env, record.command_redacted) == ([], False)
+    rerun = run(ip, "oneshot_rerun", first.id)
+    assert (rerun.state, rerun.output) == (TaskState.COMPLETED, first.output)
+    assert "<redacted>" in rerun.output

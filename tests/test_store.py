@@ -14,7 +14,7 @@ import pytest
 from helpers import py, query, stored_orchestrator, wait_until
 
 from oneshot_nb import TaskState
-from oneshot_nb.database import BUSY_TIMEOUT_MS
+from oneshot_nb.database import BUSY_TIMEOUT_MS, SCHEMA
 from oneshot_nb.process import process_start_time
 from oneshot_nb.records import get_record
 from oneshot_nb.store import REDACTED, Store, StoreError, connect, redact
@@ -42,15 +42,15 @@ def writes(*parts: tuple[str, bytes]) -> list[str]:
 # -- schema ---------------------------------------------------------------------------------
 
 
-def test_a_new_database_is_wal_with_a_busy_timeout_at_schema_version_1(tmp_path):
+def test_a_new_database_is_wal_with_a_busy_timeout_at_schema_version_2(tmp_path):
     """connect() creates the four tables in WAL mode, waits for locks, and marks the
-    file as schema version 1."""
+    file as schema version 2."""
     path = str(tmp_path / "history.sqlite3")
     db = connect(path)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("PRAGMA busy_timeout").fetchone() == (BUSY_TIMEOUT_MS,)
-        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"sessions", "tasks", "transitions", "chunks"}
     finally:
@@ -71,13 +71,41 @@ def test_the_database_file_is_private_and_its_directory_is_created(tmp_path):
     assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
 
 
-def test_reopening_a_database_keeps_it_at_version_1_and_keeps_its_rows(tmp_path):
+def test_reopening_a_database_keeps_it_at_version_2_and_keeps_its_rows(tmp_path):
     """A second connect() (the next kernel) migrates nothing and loses nothing."""
     path = str(tmp_path / "history.sqlite3")
     Store(path).close()
     Store(path).close()
-    assert query(path, "PRAGMA user_version") == [(1,)]
+    assert query(path, "PRAGMA user_version") == [(2,)]
     assert query(path, "SELECT count(*) FROM sessions") == [(2,)]
+
+
+def test_a_version_1_file_is_migrated_to_version_2_and_keeps_its_rows(tmp_path):
+    """Version 2 records what redaction took (the "redacted" column). A file written by
+    version 1 gets the column, keeps every row, and its old rows still say what they
+    lost, read from the text as before (they recorded nothing else)."""
+    path = str(tmp_path / "history.sqlite3")
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode = WAL")
+    for statement in filter(str.strip, SCHEMA[0].split(";")):
+        old.execute(statement)
+    old.execute("PRAGMA user_version = 1")
+    old.execute("INSERT INTO sessions VALUES ('s1', 1, 1, 'host', 0)")
+    old.execute(
+        "INSERT INTO tasks VALUES ('t1', 's1', 'old', 'echo https://u:<redacted>@h', 0, '/',"
+        " ?, 1, 2, 3, 'COMPLETED', 0, 'exit', NULL, 9, NULL, 1)",
+        (json.dumps({"API_TOKEN": REDACTED, "MODE": "fast"}),),
+    )
+    old.execute("INSERT INTO chunks VALUES ('t1', 0, 'stdout', 2, ?)", (b"kept\n",))
+    old.close()
+    Store(path).close()
+    assert query(path, "PRAGMA user_version") == [(2,)]
+    assert query(path, "SELECT id, redacted FROM tasks") == [("t1", None)]
+    record = get_record("t1", path=path)
+    assert (record.name, record.state, record.read_log()) == ("old", TaskState.COMPLETED, b"kept\n")
+    assert (record.redacted_env, record.command_redacted) == (["API_TOKEN"], True)
+    assert query(path, "SELECT count(*) FROM sessions") == [(2,)]
+    assert query(path, "PRAGMA integrity_check") == [("ok",)]
 
 
 def test_a_database_of_a_newer_schema_is_refused_with_a_clear_error(tmp_path):
@@ -85,12 +113,12 @@ def test_a_database_of_a_newer_schema_is_refused_with_a_clear_error(tmp_path):
     saying so, and is left as it was."""
     path = str(tmp_path / "history.sqlite3")
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 2")
+    db.execute("PRAGMA user_version = 3")
     db.close()
     for open_it in (connect, Store):
-        with pytest.raises(StoreError, match=r"schema version 2, newer than .* knows \(1\)"):
+        with pytest.raises(StoreError, match=r"schema version 3, newer than .* knows \(2\)"):
             open_it(path)
-    assert query(path, "PRAGMA user_version") == [(2,)]
+    assert query(path, "PRAGMA user_version") == [(3,)]
     assert query(path, "SELECT name FROM sqlite_master") == []
 
 

@@ -337,8 +337,10 @@ def test_history_reads_a_page_from_an_offset(tmp_path):
     asyncio.run(run())
     assert [r.name for r in records.history(2, offset=1, path=db)] == ["t2", "t1"]
     assert [r.name for r in records.history(offset=3, path=db)] == ["t0"]
-    for bad in (-1, 1.5, True):
-        with pytest.raises(ValueError, match="offset must be a whole number >= 0"):
+    with pytest.raises(ValueError, match="offset must be a whole number >= 0"):
+        records.history(offset=-1, path=db)
+    for bad in (1.5, True):
+        with pytest.raises(TypeError, match="offset must be an int"):
             records.history(offset=bad, path=db)
 
 
