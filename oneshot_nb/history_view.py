@@ -11,7 +11,7 @@ import ipywidgets as widgets
 
 from .database import StoreError
 from .log import StreamDecoder
-from .records import TaskRecord
+from .records import TaskRecord, get_record
 from .render import (
     CSS,
     PAGE_SIZE,
@@ -66,7 +66,13 @@ class RecordRow(Row):
         )
 
     def make_log(self) -> widgets.VBox:
-        tail, cut = log_tail(self.record)
+        # A click handler that raises only reaches the kernel's log: say it in the row.
+        try:
+            tail, cut = log_tail(self.record)
+            if not tail.outputs() and not _still_stored(self.record):
+                return _note_box("this task is no longer in the history", error=True)
+        except (StoreError, sqlite3.Error) as exc:
+            return _note_box(f"cannot read this log: {exc}", error=True)
         note = ""
         if cut or tail.hidden_lines:
             hidden = "earlier output" if cut else f"{tail.hidden_lines} earlier lines"
@@ -84,6 +90,20 @@ class RecordRow(Row):
                 output,
             ]
         )
+
+
+def _still_stored(record: TaskRecord) -> bool:
+    try:
+        get_record(record.id, path=record.path)
+    except KeyError:
+        return False
+    return True
+
+
+def _note_box(text: str, error: bool = False) -> widgets.VBox:
+    colour = "#c62828" if error else "#999"
+    span = f'<span class="oneshot-hidden" style="color:{colour}">{html.escape(text)}</span>'
+    return widgets.VBox([widgets.HTML(span)])
 
 
 class HistoryTable(widgets.VBox):

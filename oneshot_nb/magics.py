@@ -374,7 +374,7 @@ class OneshotMagics(Magics):
         if self.widgets:
             from .views import tasks_table
 
-            display(tasks_table(orchestrator, page))
+            display(tasks_table(orchestrator, args.limit))  # None: the page it shows
             return
         tasks = orchestrator.tasks
         if len(tasks) > page and args.limit is None:

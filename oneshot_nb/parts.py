@@ -68,8 +68,12 @@ class LogView(widgets.VBox):
             if self._pending_chars > PENDING_CHARS:
                 self._take_pending()  # the loop is not flushing: keep memory bounded
             self._throttle.poke()
-        elif event.kind == "transition" and event.target is not None and event.target.is_final:
-            self._throttle.now()  # once: what `await task.wait()` returns to is shown
+        elif event.kind == "settled" or (
+            event.kind == "transition" and event.target is not None and event.target.is_final
+        ):
+            # At once: what `await task.wait()` returns to is shown. Settled: a stopped
+            # task's last words (a SIGTERM handler's) are read by then.
+            self._throttle.now()
 
     def close(self) -> None:
         """Stop following the task and close the widgets: a log that is not shown costs

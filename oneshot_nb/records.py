@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -24,6 +25,8 @@ from .database import (
 from .machine import TaskState
 from .redaction import was_redacted
 from .store import Store
+
+logger = logging.getLogger("oneshot_nb")
 
 # SQLite's integers are 64-bit: a limit or offset beyond this means "no limit".
 SQL_MAX = 2**63 - 1
@@ -196,7 +199,19 @@ def history(
     db = open_file(path)
     try:
         db.row_factory = sqlite3.Row
-        return [_record(row, path) for row in db.execute(query, params)]
+        found, unreadable = [], 0
+        for row in db.execute(query, params):
+            try:
+                found.append(_record(row, path))
+            except StoreError:
+                unreadable += 1  # a row another program wrote, or broke: not the others
+        if unreadable:
+            logger.warning(
+                "oneshot_nb: %d task(s) in %s could not be read and are not shown",
+                unreadable,
+                path,
+            )
+        return found
     finally:
         db.close()
 
@@ -245,6 +260,17 @@ def prune(days: float, path: str | None = None) -> int:
 
 
 def _record(row: Any, path: str) -> TaskRecord:
+    """The record of a row; StoreError for a row this version cannot read."""
+    try:
+        record = _read_row(row, path)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise StoreError(f"task {row['id']!r} in {path} cannot be read: {exc}") from None
+    if not isinstance(record.id, str) or not isinstance(record.name, str):
+        raise StoreError(f"task {row['id']!r} in {path} cannot be read: no id or name")
+    return record
+
+
+def _read_row(row: Any, path: str) -> TaskRecord:
     # Text that is not UTF-8 (surrogate escapes) is stored as bytes: see database.to_sql.
     command = from_sql(row["command"])
     keys = row.keys()  # a file still at schema version 1 has no "redacted"

@@ -45,6 +45,7 @@ CSS = """<style>
 
 PAGE_SIZE = 50  # rows a table shows at first, and how many more each "Show more" adds
 TITLE_CHARS = 500  # of a command shown in a title; the tooltip holds a little more
+NAME_CHARS = 200  # of a name shown in a title: a row is sent again on every tick
 TOOLTIP_CHARS = 2000
 
 
@@ -125,15 +126,20 @@ def command_text(command: Command) -> str:
 def title_html(name: str, command: Command, task_id: str) -> str:
     """Name, command and id; the command once when the name is only its short form."""
     text = command_text(command)
-    code = html.escape(text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…")
+    code = html.escape(shortened(text, TITLE_CHARS))
     if name == default_name(command):
         label = f"<code><b>{code}</b></code>"
     else:
-        label = f'<b>{html.escape(name)}</b> <code style="color:#555">{code}</code>'
+        shown = html.escape(shortened(name, NAME_CHARS))
+        label = f'<b>{shown}</b> <code style="color:#555">{code}</code>'
     return (
         f'<span class="oneshot-title" title="{html.escape(text[:TOOLTIP_CHARS], quote=True)}">'
         f'{label} <span style="color:#999">#{html.escape(task_id)}</span></span>'
     )
+
+
+def shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def line_html(*parts: str) -> str:

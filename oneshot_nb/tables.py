@@ -5,6 +5,11 @@ for the tasks shown (`PAGE_SIZE` at first, a page more per click), a row's log o
 it is opened, the counts per state are kept from transition events instead of counted
 again, and a refresh touches only the rows whose task changed. Rows share their layouts
 and styles, and tick their elapsed times in the ticker's turns, not all at once.
+
+Rows stay in their places and are given other tasks when the page moves (a new task on
+top of a newest-first table): the frontend then changes the text of a row instead of
+building and dropping views for every task that passes through, which froze a browser
+under a steady stream of new tasks. The page moves at most once per PAGE_INTERVAL.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .render import CSS, PAGE_SIZE, STATE_COLOURS, badge_html, info_html, line_h
 from .task import OneshotTask
 
 TICKING = (TaskState.RUNNING, TaskState.IDLE)  # states whose row shows a moving time
+PAGE_INTERVAL = 1.0  # seconds between two moves of a page that new tasks push on
 
 
 class RowParts:
@@ -90,10 +96,21 @@ class Row(widgets.VBox):
 
 
 class TaskRow(Row, _Live):
-    """A task in a table: badge, name and command, info, Stop, and its log on demand."""
+    """A task in a table: badge, name and command, info, Stop, and its log on demand.
 
-    def __init__(self, task: OneshotTask, parts: RowParts | None = None) -> None:
+    `bind` gives the row another task; open logs are kept in `logs` by task id, so that
+    a log stays open with its task when the task moves to another row.
+    """
+
+    def __init__(
+        self,
+        task: OneshotTask,
+        parts: RowParts | None = None,
+        logs: dict[str, LogView] | None = None,
+    ) -> None:
         self.task = task
+        self._logs = {} if logs is None else logs
+        self._binding = False
         parts = parts or RowParts()
         self.stop_button = widgets.Button(
             description="Stop",
@@ -102,13 +119,53 @@ class TaskRow(Row, _Live):
             layout=parts.stop,
             style=parts.button_style,
         )
-        self.stop_button.on_click(lambda _: task.stop())
+        self.stop_button.on_click(lambda _: self.task.stop())
         super().__init__(parts, [self.stop_button], "Show the log")
         self._title = title_html(task.name, task.command, task.id)
         self._closed = False
+        self._show_its_log()
         self.refresh()
         if not task.state.is_final:
             ticker.add(self)
+
+    def bind(self, task: OneshotTask) -> None:
+        """Show `task` in this row instead, with its log if that is open."""
+        if task is self.task:
+            return
+        self.task = task
+        self._title = title_html(task.name, task.command, task.id)
+        self._show_its_log()
+        self.refresh()
+        if not task.state.is_final:
+            ticker.add(self)
+
+    def _show_its_log(self) -> None:
+        view = self._logs.get(self.task.id)
+        self._binding = True
+        try:
+            self.log_button.value = view is not None
+        finally:
+            self._binding = False
+        self.log_view = view
+        children = (self.line,) if view is None else (self.line, view)
+        if children != self.children:
+            self.children = children
+
+    def _toggle_log(self, change: dict) -> None:
+        if self._binding:
+            return
+        if change["new"]:
+            view = self._logs.get(self.task.id)
+            if view is None:
+                view = self._logs[self.task.id] = LogView(self.task)
+            self.log_view = view
+            self.children = (self.line, view)
+        else:
+            self.children = (self.line,)
+            self.log_view = None
+            view = self._logs.pop(self.task.id, None)
+            if view is not None:
+                view.close()
 
     def refresh(self) -> None:
         if self._closed:
@@ -130,6 +187,9 @@ class TaskRow(Row, _Live):
     def close(self) -> None:
         self._closed = True
         ticker.discard(self)
+        view = self._logs.pop(self.task.id, None)
+        if view is not None:
+            view.close()
         super().close()
 
 
@@ -157,7 +217,9 @@ class TaskTable(widgets.VBox):
         self._counts = dict.fromkeys(TaskState, 0)
         for task in self._tasks:
             self._counts[task.state] += 1
-        self._rows: dict[str, TaskRow] = {}
+        self._rows: dict[str, TaskRow] = {}  # by the id of the task each shows
+        self._row_list: list[TaskRow] = []  # in their places, top first
+        self._logs: dict[str, LogView] = {}  # open logs, by task id
         self._dirty: set[str] = set()  # ids of shown tasks whose row is out of date
         self._page_stale = True  # which tasks are shown, or their order, has changed
         self._parts = RowParts()
@@ -185,6 +247,8 @@ class TaskTable(widgets.VBox):
         super().__init__([widgets.HTML(CSS), head, self.rows_box, self.footer])
         self.add_class("oneshot-table")
         self._throttle = Throttle(self._flush)
+        self._page_throttle = Throttle(self._flush_page, PAGE_INTERVAL)
+        self._show_page()
         self._flush()
 
     def __repr__(self) -> str:
@@ -201,6 +265,7 @@ class TaskTable(widgets.VBox):
         self._counts[task.state] += 1
         if self._newest_first or len(self._tasks) <= self._shown:
             self._page_stale = True
+            self._page_throttle.poke()
         self._throttle.poke()
 
     def on_event(self, event: TaskEvent) -> None:
@@ -231,13 +296,13 @@ class TaskTable(widgets.VBox):
     def show_more(self) -> None:
         """Show one page more."""
         self._shown += self.page_size
-        self._page_stale = True
+        self._show_page()
         self._throttle.now()
 
     def show_page(self, size: int) -> None:
         """Show `size` rows again, and `size` more per click from now on."""
         self.page_size = self._shown = size
-        self._page_stale = True
+        self._show_page()
         self._throttle.now()
 
     def _page(self) -> list[OneshotTask]:
@@ -245,9 +310,13 @@ class TaskTable(widgets.VBox):
             return self._tasks[-self._shown :][::-1]
         return self._tasks[: self._shown]
 
-    def _flush(self) -> None:
+    def _flush_page(self) -> None:
+        # The page moves on its own, slower turn; a click or a new page size moves it now.
         if self._page_stale:
             self._show_page()
+        self._show_counts()
+
+    def _flush(self) -> None:
         for task_id in self._dirty:
             row = self._rows.get(task_id)
             if row is not None:
@@ -256,14 +325,19 @@ class TaskTable(widgets.VBox):
         self._show_counts()
 
     def _show_page(self) -> None:
-        rows: dict[str, TaskRow] = {}
-        for task in self._page():
-            row = self._rows.pop(task.id, None)
-            rows[task.id] = row if row is not None else TaskRow(task, self._parts)
-        for row in self._rows.values():
-            row.close()  # its task has left the page
-        self._rows = rows
-        children = tuple(rows.values())
+        page = self._page()
+        shown = {task.id for task in page}
+        for task_id in [t for t in self._logs if t not in shown]:
+            self._logs.pop(task_id).close()  # its task has left the page
+        rows = self._row_list
+        for row in rows[len(page) :]:
+            row.close()
+        del rows[len(page) :]
+        for row, task in zip(rows, page, strict=False):
+            row.bind(task)
+        rows += [TaskRow(task, self._parts, self._logs) for task in page[len(rows) :]]
+        self._rows = {row.task.id: row for row in rows}
+        children = tuple(rows)
         if children != self.rows_box.children:
             self.rows_box.children = children
         self._page_stale = False

@@ -672,3 +672,26 @@ def test_history_magics_say_a_file_overwritten_in_place_is_not_a_database(
             ip.run_line_magic(magic, line)
         assert str(raised.value) == f"cannot read the task history at {db}: file is not a database"
     running.stop()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "breakage",
+    ["state = 'BOGUS'", "name = NULL", "id = CAST('x' AS BLOB)", "env = 'not json'"],
+)
+async def test_a_row_that_cannot_be_read_is_left_out_and_said(tmp_path, caplog, breakage):
+    """Regression: one foreign or broken row (a state this version does not know, no
+    name, an id stored as bytes) broke %oneshot_history with a traceback. It is left
+    out, said in one line, and the other tasks are shown."""
+    db = str(tmp_path / "history.sqlite3")
+    async with stored_orchestrator(db, idle_after=None) as (orch, _):
+        for name in ("good", "broken"):
+            await orch.submit(["true"], name=name).wait()
+    connection = sqlite3.connect(db)
+    connection.execute(f"UPDATE tasks SET {breakage} WHERE name = 'broken'")
+    connection.commit()
+    connection.close()
+    with caplog.at_level("WARNING", logger="oneshot_nb"):
+        found = history(path=db)
+    assert [record.name for record in found] == ["good"]
+    assert "1 task(s) in" in caplog.text and "could not be read" in caplog.text

@@ -14,6 +14,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 
+import anyio
 import pytest
 from helpers import eventually, py, stored_orchestrator, wait_until
 from IPython.core.error import UsageError
@@ -25,6 +26,7 @@ from oneshot_nb import AsyncOrchestrator, TaskState, records
 from oneshot_nb.history_view import HistoryTable
 from oneshot_nb.magics import OneshotMagics, load
 from oneshot_nb.render import PAGE_SIZE
+from oneshot_nb.store import Store
 from oneshot_nb.views import TaskTable, TaskView, batch_view, tasks_table
 
 PAYLOAD = "<img src=x onerror=alert(1)>"
@@ -102,9 +104,10 @@ async def test_the_tasks_table_shows_the_newest_page_and_more_on_click():
 
 
 @pytest.mark.anyio
-async def test_a_row_that_leaves_the_page_is_closed_and_stops_following_its_task():
-    """A task submitted later takes the top row; the oldest row shown leaves the page:
-    its widgets are closed and its open log no longer listens to the task."""
+async def test_a_task_that_leaves_the_page_gives_its_row_to_the_newcomer():
+    """A task submitted later takes the top row; the oldest task shown leaves the page:
+    its row shows the new task (the frontend changes a text instead of building views),
+    and its open log is closed and no longer listens to the task."""
     async with AsyncOrchestrator(idle_after=None) as orch:
         first = orch.submit(py("print('hello')"))
         await first.wait()
@@ -115,8 +118,51 @@ async def test_a_row_that_leaves_the_page_is_closed_and_stops_following_its_task
         assert log is not None and log._on_event in first.listeners
         second = orch.submit(py("pass"))
         await wait_until(lambda: [r.task for r in table.rows_box.children] == [second])
-        assert row.comm is None and row.text.comm is None and log.output.comm is None
-        assert log._on_event not in first.listeners
+        assert table.rows_box.children == (row,) and row.comm is not None
+        assert row.log_view is None and not row.log_button.value
+        assert log.output.comm is None and log._on_event not in first.listeners
+        assert second.id in row.text.value and first.id not in row.text.value
+        await orch.wait_all()
+
+
+@pytest.mark.anyio
+async def test_a_stream_of_new_tasks_opens_no_widgets_once_the_page_is_full():
+    """Regression: each task submitted under a shown newest-first table got a row of
+    five widgets that was closed again when the next came, and a steady stream of
+    tasks froze the browser. Now the rows of a full page are given the new tasks."""
+    from ipywidgets.widgets.widget import _instances
+
+    async with AsyncOrchestrator(idle_after=None) as orch:
+        for _ in range(3):
+            orch.submit(["true"])
+        table = tasks_table(orch, page_size=3)
+        rows = table.rows_box.children
+        before = set(_instances)
+        tasks = []
+        for _ in range(20):
+            tasks.append(orch.submit(["true"]))
+            await anyio.sleep(0.02)
+        await wait_until(lambda: [r.task for r in table.rows_box.children] == tasks[:-4:-1])
+        assert table.rows_box.children == rows
+        assert set(_instances) - before == set()
+        await orch.wait_all()
+
+
+@pytest.mark.anyio
+async def test_an_open_log_moves_down_with_its_task():
+    """A log opened on the newest task stays open, on the row its task moves to."""
+    async with AsyncOrchestrator(idle_after=None) as orch:
+        first = orch.submit(py("print('first')"))
+        table = tasks_table(orch, page_size=2)
+        [top] = table.rows_box.children
+        top.log_button.value = True
+        log = top.log_view
+        second = orch.submit(["true"])
+        await wait_until(lambda: len(table.rows_box.children) == 2)
+        top, below = table.rows_box.children
+        assert (top.task, below.task) == (second, first)
+        assert below.log_view is log and below.log_button.value
+        assert below.children[-1] is log and top.log_view is None
         await orch.wait_all()
 
 
@@ -321,6 +367,31 @@ async def test_a_page_that_cannot_be_read_is_said_in_the_table(tmp_path):
     table.more_button.click()
     assert "cannot read more of the history" in table.title.value
     assert [row.record.name for row in table.rows_box.children] == ["t1"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", ["overwritten", "deleted"])
+async def test_a_log_that_cannot_be_read_is_said_in_its_row(tmp_path, fault):
+    """Regression: opening a row's log raised StoreError into the click handler (only
+    the kernel's log saw it) when the file was overwritten, and showed an empty box
+    when it was deleted. Now the row says it in one line."""
+    db = str(tmp_path / "history.sqlite3")
+    async with stored_orchestrator(db, idle_after=None) as (orch, _):
+        await orch.submit(["echo", "hi"], name="t0").wait()
+    table = HistoryTable(records.history(1, path=db), lambda offset, limit: [], 1)
+    for suffix in ("-wal", "-shm", ""):
+        if os.path.exists(db + suffix):
+            os.unlink(db + suffix)
+    if fault == "overwritten":
+        with open(db, "wb") as f:
+            f.write(b"this is not a database\n" * 100)
+    else:
+        Store(db).close()  # an empty history, as the writer makes it again
+    [row] = table.rows_box.children
+    row.log_button.value = True
+    note = row.log_view.children[0].value
+    expected = "cannot read this log" if fault == "overwritten" else "no longer in the history"
+    assert expected in note
 
 
 def test_history_reads_a_page_from_an_offset(tmp_path):

@@ -344,6 +344,28 @@ async def test_a_view_is_final_as_soon_as_wait_returns():
         assert view.stop_button.button_style == ""
 
 
+async def test_a_stopped_task_s_view_shows_its_last_words_once_wait_returns():
+    """What a SIGTERM handler prints is read after the stop's INTERRUPTED transition:
+    the log shows it as soon as `await task.wait()` returns, not an update later."""
+    code = """
+        import signal, sys, time
+        def bye(*_):
+            print("bye", flush=True)
+            sys.exit(7)
+        signal.signal(signal.SIGTERM, bye)
+        print("go", flush=True)
+        time.sleep(100)
+    """
+    async with AsyncOrchestrator(idle_after=None, grace=5) as orch:
+        task = orch.submit(py(code))
+        view = task_view(task)
+        await wait_until(lambda: "go\n" in task.output)
+        task.stop()
+        await task.wait()
+        assert task.returncode == 7
+        assert "bye" in str(view.log_view.output.outputs)
+
+
 @pytest.mark.timeout(20)
 async def test_batch_view_counts_and_progress_follow_the_tasks():
     """A batch's table counts tasks per state, fills its progress bar as they end, turns
@@ -412,3 +434,12 @@ def test_a_task_has_one_view():
     view = task_view(task)
     assert task_view(task) is view is task.view
     assert repr(view) == "TaskView('build')"
+
+
+def test_a_long_name_is_shortened_in_the_title():
+    """Regression: names were sent whole, so a 1 MB name cost 1 MB per row per tick."""
+    from oneshot_nb.render import NAME_CHARS, title_html
+
+    html_text = title_html("n" * 1_000_000, "true", "abcd1234")
+    assert len(html_text) < 2 * NAME_CHARS + 1000
+    assert "n" * (NAME_CHARS - 1) + "…" in html_text
