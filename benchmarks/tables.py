@@ -124,6 +124,7 @@ _b_views = importlib.import_module("oneshot_nb.views")
 # Wherever this version defines its tables (not an import of a module it does not have).
 _b_tables = sys.modules[_b_views.TaskTable.__module__]
 _b_timed(_b_tables.TaskTable, "_flush", "table")
+_b_timed(_b_tables.TaskTable, "_flush_page", "page")  # where the page moves on its own turn
 _b_timed(_b_tables.TaskRow, "tick", "row")
 _b_timed(_b_views.TaskView, "_flush", "view")
 _b_probe = get_ipython().run_line_magic("oneshot", "--name probe sleep {duration}")
