@@ -297,6 +297,27 @@ def oneshot(ip: InteractiveShell, line: str) -> OneshotTask:
     return task
 
 
+def test_the_history_magics_read_quoted_arguments_as_the_shell_does(ip, magics, capsys):
+    """`--grep "two words"` looks for the two words, not for them in quotes; an
+    unclosed quote in any history magic is one UsageError line.
+
+    Regression: these magics kept the quotes (so --grep found nothing) and an
+    unclosed quote raised a raw `ValueError: No closing quotation`."""
+    task = oneshot(ip, "--name 'two words here' true")
+    eventually(lambda: task.done)
+    capsys.readouterr()
+    ip.run_line_magic("oneshot_history", '--grep "two words"')
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [task.id]
+    for magic, line in [
+        ("oneshot_history", '--grep "two'),
+        ("oneshot_log", f"'{task.id}"),
+        ("oneshot_rerun", f'"{task.id}'),
+    ]:
+        with pytest.raises(UsageError, match="no closing quotation") as error:
+            ip.run_line_magic(magic, line)
+        assert "\n" not in str(error.value)
+
+
 def test_oneshot_history_prints_a_text_table_newest_first(ip, magics, capsys):
     """Outside a kernel %oneshot_history prints one line per task, newest first: id,
     state, name, exit code and reason (none while it runs)."""
