@@ -261,15 +261,6 @@ async def test_prune_deletes_tasks_that_ended_before_the_cutoff_with_their_logs(
 
 
 @pytest.fixture
-def ip() -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    before = list(shell.configurables)
-    yield shell
-    shell.configurables[:] = before
-    shell.reset()
-
-
-@pytest.fixture
 def load_magics(ip) -> Iterator[Callable[[], OneshotMagics]]:
     """Loads the extension's magics (as %load_ext does) when called; unloads them after."""
     loaded: list[OneshotMagics] = []

@@ -125,15 +125,6 @@ async def test_no_password_reaches_the_file_from_env_command_argv_or_name(tmp_pa
 
 
 @pytest.fixture
-def ip() -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    before = list(shell.configurables)
-    yield shell
-    shell.configurables[:] = before
-    shell.reset()
-
-
-@pytest.fixture
 def magics(ip, tmp_path, monkeypatch) -> Iterator[OneshotMagics]:
     monkeypatch.setenv("ONESHOT_NB_DB", str(tmp_path / "history.sqlite3"))
     monkeypatch.setattr(records, "active_store", None)
