@@ -185,23 +185,11 @@ class OneshotMagics(Magics):
         records.active_store = self.store
         atexit.register(self._at_exit)
 
-        from .recovery import recover
+        from .recovery import settle_when_open
 
-        def settle(say: Callable[[str], None]) -> None:
-            try:
-                settled = recover(store)
-            except Exception as exc:
-                say(f"oneshot_nb: cannot settle what dead kernels left running in {store.path}"
-                    f" now ({exc}); the next kernel to load the extension tries again")
-                return
-            if settled:
-                say(f"oneshot_nb: {len(settled)} task(s) left running by a kernel that died"
-                    " were stopped and marked 'kernel died' (see %oneshot_history)")
-
-        if store.fault is None:
-            settle(lambda message: print(message, file=sys.stderr))
-        else:  # on the store's thread, once it can write: the next magic says it
-            store.when_open(lambda: settle(self._store_failed))
+        # Said now when the store is open; else on its thread once it can write, and
+        # then by the next magic.
+        settle_when_open(store, lambda message: print(message, file=sys.stderr), self._store_failed)
 
     def _store_failed(self, message: str) -> None:
         # Called on the store's thread: the warning is shown by the next magic, in the
@@ -214,7 +202,6 @@ class OneshotMagics(Magics):
         """Say, once each, what the store reported since the last magic."""
         while self._store_warnings:
             print(self._store_warnings.pop(0), file=sys.stderr)
-
 
     # -- showing ----------------------------------------------------------------------
 
@@ -274,9 +261,7 @@ class OneshotMagics(Magics):
             raise UsageError("no command given: %oneshot [options] COMMAND")
         submit: dict[str, Any] = {"name": args.name, "env": parse_env(args.env)}
         submit["cwd"] = check_cwd(args.cwd)
-        for option, key in (("idle", "idle_after"), ("timeout", "timeout"), ("grace", "grace")):
-            if getattr(args, option) is not None:
-                submit[key] = getattr(args, option)
+        submit.update(timing_options(args))
         task = self._submit(self.orchestrator.submit, command, **submit)
         self._show(task, args.quiet)
         return task
@@ -317,9 +302,7 @@ class OneshotMagics(Magics):
         if not commands:
             raise UsageError("the cell has no commands: write one command per line")
         submit: dict[str, Any] = {"limit": args.limit, "fail_fast": args.fail_fast}
-        for option, key in (("idle", "idle_after"), ("timeout", "timeout"), ("grace", "grace")):
-            if getattr(args, option) is not None:
-                submit[key] = getattr(args, option)
+        submit.update(timing_options(args))
         batch = self._submit(self.orchestrator.submit_batch, commands, **submit)
         if args.out:
             self.shell.user_ns[args.out] = batch
@@ -381,6 +364,12 @@ class OneshotMagics(Magics):
             print(f"({len(tasks) - page} older tasks not shown: %oneshot_tasks --limit N)")
         for t in tasks[-page:]:
             print(text_row(t.id, t.state, t.name, t.returncode, t.reason, t.error))
+
+
+def timing_options(args: Any) -> dict[str, float]:
+    """The engine's names for the --idle, --timeout and --grace that were given."""
+    given = {"idle_after": args.idle, "timeout": args.timeout, "grace": args.grace}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 # The magics loaded into each shell. `%reload_ext oneshot_nb` loads the extension again:

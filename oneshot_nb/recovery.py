@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from .database import LIVE_STATES
 from .process import group_alive, process_start_time, signal_group, terminate_group
@@ -66,6 +67,34 @@ def recover(store: Store) -> list[str]:
         return settled_ids
     finally:
         db.close()
+
+
+def settle_when_open(
+    store: Store, say_now: Callable[[str], None], say_later: Callable[[str], None]
+) -> None:
+    """`recover` now if the store is open, with what it did said through `say_now`;
+    else once the fault met when it was opened goes (on the store's thread), said
+    through `say_later`. One line, and only when there is something to say."""
+
+    def settle(say: Callable[[str], None]) -> None:
+        try:
+            settled = recover(store)
+        except Exception as exc:
+            say(
+                f"oneshot_nb: cannot settle what dead kernels left running in {store.path}"
+                f" now ({exc}); the next kernel to load the extension tries again"
+            )
+            return
+        if settled:
+            say(
+                f"oneshot_nb: {len(settled)} task(s) left running by a kernel that died"
+                " were stopped and marked 'kernel died' (see %oneshot_history)"
+            )
+
+    if store.fault is None:
+        settle(say_now)
+    else:
+        store.when_open(lambda: settle(say_later))
 
 
 def _alive(pid: int | None, start: int | None) -> bool:

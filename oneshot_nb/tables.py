@@ -14,18 +14,15 @@ under a steady stream of new tasks. The page moves at most once per PAGE_INTERVA
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterable
 
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_bool import ToggleButtonStyle
 from ipywidgets.widgets.widget_string import HTMLStyle
 
-from .batch import Batch
 from .events import TaskEvent
 from .live import Throttle, _Live, ticker
 from .machine import TaskState
-from .orchestrator import AsyncOrchestrator
 from .parts import LogView, header, show_stop
 from .render import CSS, PAGE_SIZE, STATE_COLOURS, badge_html, info_html, line_html, title_html
 from .task import OneshotTask
@@ -367,53 +364,3 @@ class TaskTable(widgets.VBox):
             self.footer.layout.display = None
         else:
             self.footer.layout.display = "none"
-
-
-def batch_view(batch: Batch) -> TaskTable:
-    """The one view of a batch, its rows in the order of its commands, made on first use."""
-    if not isinstance(batch.view, TaskTable):
-        table = TaskTable(batch.tasks, batch.stop, progress=True)
-        for task in batch.tasks:
-            task.listeners.append(table.on_event)
-        batch.view = table
-    return batch.view
-
-
-_tables: weakref.WeakKeyDictionary[AsyncOrchestrator, TaskTable] = weakref.WeakKeyDictionary()
-
-
-def tasks_table(orchestrator: AsyncOrchestrator, page_size: int | None = None) -> TaskTable:
-    """The live table of every task the orchestrator has, the newest first, including
-    ones yet to come; with `page_size`, showing that many rows at first.
-
-    One per orchestrator, shown again on each call: a listener per call would stay on
-    the orchestrator for the kernel's life, each refreshing its own copy of the table.
-    """
-    table = _tables.get(orchestrator)
-    if table is None:
-        # Weakly, or the entry in _tables would keep its own key alive.
-        ref = weakref.ref(orchestrator)
-
-        def stop_all() -> None:
-            orch = ref()
-            if orch is not None:
-                orch.stop_all()
-
-        table = TaskTable(
-            orchestrator.tasks, stop_all, newest_first=True, page_size=page_size or PAGE_SIZE
-        )
-
-        def follow(event: TaskEvent) -> None:
-            if event.kind == "submitted":
-                orch = ref()
-                if orch is not None:
-                    table.add(orch.get(event.task_id))
-            else:
-                table.on_event(event)
-
-        follow.wants_output = False  # type: ignore[attr-defined]  # see OutputWanted
-        orchestrator.listeners.append(follow)
-        _tables[orchestrator] = table
-    elif page_size is not None:
-        table.show_page(page_size)
-    return table
