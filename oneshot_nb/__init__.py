@@ -10,11 +10,11 @@ from typing import Any
 
 from .batch import Batch
 from .events import Subscription, TaskEvent
-from .machine import OneshotStateMachine, TaskState
+from .machine import OneshotStateMachine, TaskState, Transition
 from .orchestrator import AsyncOrchestrator, OrchestratorClosed, OrchestratorStatistics
 from .records import TaskRecord, history
 from .slots import Slots
-from .task import OneshotTask, Transition
+from .task import OneshotTask
 
 __version__ = "0.1.0"
 

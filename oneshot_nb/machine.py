@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
@@ -27,6 +28,17 @@ class TaskState(str, Enum):
 
 
 FINAL_STATES = frozenset({TaskState.INTERRUPTED, TaskState.COMPLETED, TaskState.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One recorded change of state."""
+
+    event: str
+    source: TaskState
+    target: TaskState
+    time: float
+    reason: str | None = None
 
 
 class Terminable(Protocol):

@@ -25,7 +25,8 @@ from helpers import (
 
 import oneshot_nb.task as task_module
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
-from oneshot_nb.task import DEFAULT_MAX_LOG_BYTES, KILL_WAIT
+from oneshot_nb.supervision import DRAIN_LIMIT, KILL_WAIT, OUTPUT_CUT_NOTE
+from oneshot_nb.task import DEFAULT_MAX_LOG_BYTES
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -297,7 +298,6 @@ async def test_stop_while_spawning_kills_the_whole_group_before_wait_returns(
     Regression: this path sent SIGKILL and returned at once, so a child that had not been
     scheduled since could still be alive after `await task.wait()`.
     """
-    import oneshot_nb.task as task_module
 
     pid_file = tmp_path / "child.pid"
     parent = parent_of_a_sleeper(pid_file)
@@ -941,10 +941,10 @@ async def test_a_stop_ends_while_a_setsid_daemon_keeps_writing_to_the_pipes(tmp_
             await wait_for_line(task, "parent up")
             await wait_until(lambda: "d\nd\n" in task.output)
             task.stop()
-            with anyio.fail_after(GRACE + task_module.DRAIN_LIMIT + 3):
+            with anyio.fail_after(GRACE + DRAIN_LIMIT + 3):
                 assert await task.wait() is TaskState.INTERRUPTED
         assert task.output_cut
-        assert task.output.endswith(task_module.OUTPUT_CUT_NOTE.decode())
+        assert task.output.endswith(OUTPUT_CUT_NOTE.decode())
         daemon_pid = int(pid_file.read_text())
         assert not process_gone(daemon_pid)  # outside the group: not ours to stop
     finally:
@@ -1039,7 +1039,7 @@ async def test_a_stop_is_not_held_up_by_a_flooding_daemon_while_the_store_lags(t
             tg.start_soon(task.run)
             await wait_until(lambda: pid_file.exists() and "flood" in task.output)
             task.stop()
-            with anyio.fail_after(task_module.DRAIN_LIMIT):
+            with anyio.fail_after(DRAIN_LIMIT):
                 await task.wait()
         assert task.output_cut
     finally:

@@ -1,0 +1,226 @@
+"""Watching a running command: its output, its silence, its deadline and its stop.
+
+The half of `OneshotTask` that runs while the process does, kept apart so that each
+half reads at once. `Supervision` is a mixin: it works on the task's own state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import ByteReceiveStream
+
+from .events import OutputWanted, TaskEvent, notify
+from .log import StreamDecoder
+
+if TYPE_CHECKING:
+    from .process import ProcessGroup
+
+# Large reads keep the per-chunk cost (decode, log, events) small next to the copy.
+CHUNK_SIZE = 1 << 16
+# How often a stopping task looks whether its process group is gone before the grace ends.
+GROUP_POLL = 0.05
+# How long to wait for a SIGKILLed group to vanish: a killed process dies once it is next
+# scheduled (milliseconds, even on a loaded machine). Kept short because the group also
+# looks alive while a member is a zombie that init has not reaped yet, and some inits
+# (in containers and micro-VMs) reap only every second or so.
+KILL_WAIT = 0.25
+# After a stopped task's group is gone, what it wrote is what its pipes hold then: that
+# much more is read, and no more, since a daemon that left the group (setsid) may hold
+# them open and write for ever. Where a pipe cannot tell what it holds, they are read
+# for at most DRAIN_LIMIT more (time spent waiting for the store's disk not counted, up
+# to DRAIN_GATED_CAP).
+DRAIN_LIMIT = 1.0
+DRAIN_GATED_CAP = 30.0
+OUTPUT_CUT_NOTE = (
+    b"\n[oneshot_nb] output cut after the stop: a process outside the task's process group"
+    b" (started with setsid?) still holds its output; it was left running\n"
+)
+
+
+class Supervision:
+    """What a task does while its process runs (see OneshotTask for the state used)."""
+
+    def _conclude(self) -> None:
+        if self.state.is_final:
+            return
+        code = self.returncode
+        if code == 0:
+            self._next_reason = "exit"
+            self.machine.finish()
+        else:
+            self._next_reason = "signal" if code is not None and code < 0 else "exit"
+            self.machine.fail()
+
+    async def _pump(self, stream: ByteReceiveStream, name: str, done: anyio.Event | None) -> None:
+        # None while nobody wants text: a fresh one when someone does again, since the
+        # bytes in between were never decoded.
+        decoder: StreamDecoder | None = None
+        previous = b""
+        try:
+            while True:
+                try:
+                    data = await stream.receive(CHUNK_SIZE)
+                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+                self.last_activity = time.monotonic()
+                self.bytes_written[name] += len(data)
+                if self._idle:
+                    self.machine.detect_activity()
+                self._log.append(name, data)
+                wanted = self._output_wanted()
+                if wanted is OutputWanted.TEXT:
+                    if decoder is None:
+                        decoder = _decoder_after(previous)
+                    self._emit_output(name, data, decoder.decode(data))
+                else:
+                    decoder = None
+                    if wanted:
+                        self._emit_output(name, data, "")
+                previous = data
+                if self.output_gate is not None:
+                    self._gated += 1
+                    try:
+                        await self.output_gate()
+                    finally:
+                        self._gated -= 1
+        finally:
+            if decoder is None and self._output_wanted() is OutputWanted.TEXT:
+                decoder = _decoder_after(previous)  # a view came after the last chunk
+            rest = decoder.decode(b"", final=True) if decoder is not None else ""
+            if rest:
+                self._emit_output(name, b"", rest)
+            if done is not None:
+                done.set()
+
+    def _output_wanted(self) -> OutputWanted:
+        if not self.listeners:
+            return OutputWanted.NOTHING
+        return self.output_wanted() if self.output_wanted else OutputWanted.TEXT
+
+    def _emit_output(self, name: str, data: bytes, text: str) -> None:
+        notify(
+            self.listeners,
+            TaskEvent(self.id, "output", time.time(), stream=name, data=data, text=text),
+        )
+
+    async def _watch_silence(self) -> None:
+        """RUNNING -> IDLE once `idle_after` passes with no output: a sleep to the
+        deadline, not a poll, so the transition comes on time and costs nothing.
+        Returns once the task has ended."""
+        assert self.idle_after is not None
+        while not self.state.is_final:
+            if self.machine.RUNNING.is_active:
+                silent = time.monotonic() - self.last_activity
+                if silent >= self.idle_after:
+                    self.machine.detect_silence()
+                    continue
+                await self._sleep_or_wake(self.idle_after - silent)
+            else:
+                await self._sleep_or_wake(None)
+
+    async def _watch_timeout(self) -> None:
+        assert self.timeout is not None
+        deadline = time.monotonic() + self.timeout
+        while not self.state.is_final:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.interrupt("timeout")
+                return
+            await self._sleep_or_wake(remaining)
+
+    async def _sleep_or_wake(self, seconds: float | None) -> None:
+        """Sleep `seconds` (None: for ever), or until the next transition."""
+        wake = anyio.Event()
+        self._state_waiters.append(wake)
+        if seconds is None:
+            await wake.wait()
+        else:
+            with anyio.move_on_after(seconds):
+                await wake.wait()
+            if not wake.is_set():
+                self._state_waiters.remove(wake)
+
+    async def _enforce_stop(self) -> None:
+        """After the interrupt's SIGTERM, SIGKILL whatever of the group outlives `grace`;
+        then, once the group is gone, stop reading pipes that something outside it (a
+        daemon the command started with its own session) may hold open for ever."""
+        group = self._group
+        assert group is not None and self._stopped is not None
+        deadline = time.monotonic() + self.grace
+        while group.alive():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await kill_group(group)
+                break
+            await anyio.sleep(min(GROUP_POLL, remaining))
+        assert self._stdout_done is not None and self._stderr_done is not None
+        owed = self._owed_output()
+        drain = gated = 0.0
+        while True:
+            # Output still coming (a backlog being read, or waiting for the store's
+            # disk) is waited for, within DRAIN_LIMIT; pipes that stay open and silent
+            # once the group is gone are not ours to wait on.
+            seen = self.last_activity
+            start = time.monotonic()
+            with anyio.move_on_after(KILL_WAIT):
+                await self._stdout_done.wait()
+                await self._stderr_done.wait()
+            if self._stdout_done.is_set() and self._stderr_done.is_set():
+                break
+            if self.last_activity == seen and not self._gated:
+                break
+            if owed is not None and all(self.bytes_written[n] >= owed[n] for n in owed):
+                self.output_cut = True  # all the group wrote is read: the rest is not its
+                break
+            if self._gated and gated < DRAIN_GATED_CAP:
+                gated += time.monotonic() - start
+            else:
+                drain += time.monotonic() - start
+            if drain >= DRAIN_LIMIT:
+                self.output_cut = True
+                break
+        if self._process is not None:
+            await self._process.stdout.aclose()  # each pump sees the end of its stream
+            await self._process.stderr.aclose()
+        if self.output_cut:  # after the close: no chunk of the daemon's comes after it
+            self._log.append("stderr", OUTPUT_CUT_NOTE)
+            self._emit_output("stderr", OUTPUT_CUT_NOTE, OUTPUT_CUT_NOTE.decode())
+        self._stopped.set()
+
+    def _owed_output(self) -> dict[str, int] | None:
+        """For each stream, the bytes read so far plus what its pipe holds: once the
+        group is gone, all it will ever have written. None where a pipe cannot tell."""
+        if self._process is None:
+            return None
+        owed = {}
+        for name, stream in (("stdout", self._process.stdout), ("stderr", self._process.stderr)):
+            pending = getattr(stream, "pending", None)
+            held = pending() if pending is not None else None
+            if held is None:
+                return None
+            owed[name] = self.bytes_written[name] + held
+        return owed
+
+
+def _decoder_after(previous: bytes) -> StreamDecoder:
+    """A decoder that goes on from the end of `previous`, the chunk read before: a
+    character cut between the two comes out whole (what it decodes of `previous` was
+    told already, or to nobody)."""
+    decoder = StreamDecoder()
+    decoder.decode(previous[-3:])
+    return decoder
+
+
+async def kill_group(group: ProcessGroup) -> None:
+    """SIGKILL every process in `group`, then wait up to KILL_WAIT until none is left.
+
+    Why wait: killpg only queues the signal, and a member that has not been scheduled
+    since still runs; without the wait it could outlive `wait()` and `aclose()`.
+    """
+    group.kill()
+    with anyio.move_on_after(KILL_WAIT):
+        while group.alive():
+            await anyio.sleep(GROUP_POLL)
