@@ -31,7 +31,7 @@ from importlib import metadata
 
 import oneshot_nb
 from oneshot_nb import AsyncOrchestrator, TaskEvent, TaskState
-from oneshot_nb.store import Store
+from oneshot_nb.storage.store import Store
 
 MiB = 1 << 20
 PIPE = asyncio.subprocess.PIPE

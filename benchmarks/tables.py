@@ -120,7 +120,7 @@ def _b_timed(cls, name, key):
                 ((time.perf_counter() - start) * 1000, (time.thread_time() - cpu) * 1000)
             )
     setattr(cls, name, timed)
-_b_views = importlib.import_module("oneshot_nb.views")
+_b_views = importlib.import_module("oneshot_nb.notebook.views")
 # Wherever this version defines its tables (not an import of a module it does not have).
 _b_tables = sys.modules[_b_views.TaskTable.__module__]
 _b_timed(_b_tables.TaskTable, "_flush", "table")

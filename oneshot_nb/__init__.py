@@ -1,27 +1,39 @@
 """Run shell commands in the background from a notebook, each with a live lifecycle.
 
-The engine (this package's top level) uses neither IPython nor ipywidgets; the
-notebook layer loads with `%load_ext oneshot_nb`.
+The layers, each a subpackage, import downwards only (checked by `lint-imports`):
+`notebook` (the extension, magics, widgets) over `storage` (SQLite history) and
+`render` (what any front end shows), over `engine` (tasks, orchestrator), over
+`runners` (where a command runs). Only `notebook` imports IPython or ipywidgets; it
+loads with `%load_ext oneshot_nb`. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from .batch import Batch
-from .events import Subscription, TaskEvent
-from .machine import OneshotStateMachine, TaskState, Transition
-from .orchestrator import AsyncOrchestrator, OrchestratorClosed, OrchestratorStatistics
-from .records import TaskRecord, history
-from .slots import Slots
-from .task import OneshotTask
+from .engine import batch, events, machine, orchestrator, slots, task
+from .engine.batch import Batch
+from .engine.events import Subscription, TaskEvent
+from .engine.machine import OneshotStateMachine, TaskState, Transition
+from .engine.orchestrator import AsyncOrchestrator, OrchestratorClosed, OrchestratorStatistics
+from .engine.slots import Slots
+from .engine.task import OneshotTask
+from .storage import records
+from .storage.records import TaskRecord, history
+
+# Where the public names lived before the package was split into layers: imports of
+# those modules (`from oneshot_nb.task import OneshotTask`) keep working.
+for _module in (batch, events, machine, orchestrator, records, slots, task):
+    sys.modules.setdefault(f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}", _module)
+del _module
 
 __version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext oneshot_nb`: register the magics (the only place IPython is imported)."""
-    from .magics import load
+    from .notebook.magics import load
 
     load(ipython)
 

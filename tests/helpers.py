@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from oneshot_nb import AsyncOrchestrator
-from oneshot_nb.store import Store
+from oneshot_nb.storage.store import Store
 
 
 def py(code: str) -> list[str]:

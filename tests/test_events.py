@@ -9,7 +9,7 @@ import pytest
 from helpers import py, wait_until
 
 from oneshot_nb import AsyncOrchestrator, OneshotTask, Subscription, TaskEvent, TaskState
-from oneshot_nb.events import EventHub, notify
+from oneshot_nb.engine.events import EventHub, notify
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

@@ -18,11 +18,12 @@ from helpers import eventually, py, query, stored_orchestrator, wait_until
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-import oneshot_nb.magics as magics_module
-from oneshot_nb import OneshotTask, TaskRecord, TaskState, database, history, records, writer
-from oneshot_nb.magics import OneshotMagics, load
-from oneshot_nb.records import get_record, prune
-from oneshot_nb.store import REDACTED, Store
+import oneshot_nb.notebook.magics as magics_module
+from oneshot_nb import OneshotTask, TaskRecord, TaskState, history
+from oneshot_nb.notebook.magics import OneshotMagics, load
+from oneshot_nb.storage import database, records, writer
+from oneshot_nb.storage.records import get_record, prune
+from oneshot_nb.storage.store import REDACTED, Store
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -16,7 +16,7 @@ import pytest
 from helpers import eventually, group_gone
 from jupyter_client.manager import start_new_kernel
 
-from oneshot_nb.task import DEFAULT_GRACE
+from oneshot_nb.engine.task import DEFAULT_GRACE
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
 # A command that outlives SIGTERM, so that only the SIGKILL after the grace ends it.

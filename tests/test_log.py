@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from oneshot_nb.log import _MERGE_BELOW, BoundedLog, StreamDecoder
+from oneshot_nb.engine.output import _MERGE_BELOW, BoundedLog, StreamDecoder
 
 # -- StreamDecoder ----------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import pytest
 from statemachine.exceptions import TransitionNotAllowed
 
 from oneshot_nb import OneshotStateMachine, TaskState
-from oneshot_nb.machine import FINAL_STATES
+from oneshot_nb.engine.machine import FINAL_STATES
 
 STATES = ["CREATED", "RUNNING", "IDLE", "INTERRUPTED", "COMPLETED", "FAILED"]
 EVENTS = ["start", "detect_silence", "detect_activity", "interrupt", "finish", "fail"]

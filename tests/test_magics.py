@@ -13,9 +13,9 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import TraitError
 from traitlets.config import Config
 
-import oneshot_nb.magics as magics_module
+import oneshot_nb.notebook.magics as magics_module
 from oneshot_nb import Batch, OneshotTask, TaskState
-from oneshot_nb.magics import OneshotMagics, load
+from oneshot_nb.notebook.magics import OneshotMagics, load
 
 pytestmark = pytest.mark.timeout(30)
 

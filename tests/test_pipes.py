@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from oneshot_nb import pipes
-from oneshot_nb.pipes import MAX_PIPE, MIN_PIPE, PipeStream, pipe_size
+from oneshot_nb.runners import pipes
+from oneshot_nb.runners.pipes import MAX_PIPE, MIN_PIPE, PipeStream, pipe_size
 
 
 def fd_open(fd: int) -> bool:

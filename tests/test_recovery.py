@@ -21,10 +21,10 @@ from helpers import eventually, group_gone, live_members, process_gone, query
 from jupyter_client.manager import KernelManager, start_new_kernel
 
 from oneshot_nb import TaskState, history
-from oneshot_nb.process import process_start_time
-from oneshot_nb.records import get_record
-from oneshot_nb.recovery import recover
-from oneshot_nb.store import Store, connect
+from oneshot_nb.runners.local import process_start_time
+from oneshot_nb.storage.records import get_record
+from oneshot_nb.storage.recovery import recover
+from oneshot_nb.storage.store import Store, connect
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -290,7 +290,7 @@ def test_tasks_of_a_killed_kernel_are_stopped_and_settled_by_the_next(
     first.run(
         f"""
         import asyncio, json
-        from oneshot_nb import records
+        from oneshot_nb.storage import records
         tasks = [get_ipython().run_line_magic("oneshot", line) for line in {lines!r}]
         async def ready():
             while not all(t.bytes_written["stdout"] > 1000 for t in tasks[:3]):
@@ -390,7 +390,7 @@ def test_two_kernels_write_to_one_database_at_once_without_losing_anything(tmp_p
         kernel.run(
             f"""
             import asyncio
-            from oneshot_nb import records
+            from oneshot_nb.storage import records
             tasks = [get_ipython().run_line_magic("oneshot", line) for line in {lines!r}]
             """
         )
@@ -448,7 +448,7 @@ def test_a_store_fault_is_said_once_in_the_cell_of_the_next_magic(tmp_path, kern
     kernel = kernels(db)
     kernel.run(
         """
-        from oneshot_nb import database, writer
+        from oneshot_nb.storage import database, writer
         database.BUSY_TIMEOUT_MS = 100
         writer.RETRY_INTERVAL = 0.1
         """
@@ -461,7 +461,7 @@ def test_a_store_fault_is_said_once_in_the_cell_of_the_next_magic(tmp_path, kern
         unrelated = kernel.run(
             """
             import asyncio
-            from oneshot_nb import records
+            from oneshot_nb.storage import records
             while records.active_store.fault is None:
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.3)

@@ -11,12 +11,13 @@ from helpers import eventually, query, stored_orchestrator
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-import oneshot_nb.magics as magics_module
-from oneshot_nb import OneshotTask, TaskState, records
-from oneshot_nb.magics import OneshotMagics, load
-from oneshot_nb.options import default_name
-from oneshot_nb.records import get_record
-from oneshot_nb.redaction import REDACTED, is_secret_name, redact, redact_text
+import oneshot_nb.notebook.magics as magics_module
+from oneshot_nb import OneshotTask, TaskState
+from oneshot_nb.engine.options import default_name
+from oneshot_nb.notebook.magics import OneshotMagics, load
+from oneshot_nb.storage import records
+from oneshot_nb.storage.records import get_record
+from oneshot_nb.storage.redaction import REDACTED, is_secret_name, redact, redact_text
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -10,7 +10,7 @@ import pytest
 from helpers import wait_until
 
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
-from oneshot_nb.task import DEFAULT_IDLE_AFTER
+from oneshot_nb.engine.task import DEFAULT_IDLE_AFTER
 
 # Above any pid_max Linux allows, so no real process or group can have it.
 NO_SUCH_PID = 1 << 30
@@ -93,8 +93,8 @@ async def test_orchestrator_runs_at_most_limit_tasks_and_keeps_the_rest_created(
     snapshots: list[tuple[int, int]] = []
 
     with (
-        patch("oneshot_nb.task.spawn", fake_spawn),
-        patch("oneshot_nb.task.ProcessGroup") as group_cls,
+        patch("oneshot_nb.engine.task.spawn", fake_spawn),
+        patch("oneshot_nb.engine.task.ProcessGroup") as group_cls,
     ):
         group_cls.return_value.alive.return_value = False  # no real group to wait for
         async with AsyncOrchestrator(limit=2) as orch:

@@ -14,10 +14,10 @@ import pytest
 from helpers import py, query, stored_orchestrator, wait_until
 
 from oneshot_nb import TaskState
-from oneshot_nb.database import BUSY_TIMEOUT_MS, SCHEMA
-from oneshot_nb.process import process_start_time
-from oneshot_nb.records import get_record
-from oneshot_nb.store import REDACTED, Store, StoreError, connect, redact
+from oneshot_nb.runners.local import process_start_time
+from oneshot_nb.storage.database import BUSY_TIMEOUT_MS, SCHEMA
+from oneshot_nb.storage.records import get_record
+from oneshot_nb.storage.store import REDACTED, Store, StoreError, connect, redact
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 

@@ -18,9 +18,10 @@ import anyio
 import pytest
 from helpers import py, query, wait_until
 
-from oneshot_nb import AsyncOrchestrator, TaskState, database, history, store, writer
-from oneshot_nb.records import get_record
-from oneshot_nb.store import Store
+from oneshot_nb import AsyncOrchestrator, TaskState, history
+from oneshot_nb.storage import database, store, writer
+from oneshot_nb.storage.records import get_record
+from oneshot_nb.storage.store import Store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 

@@ -16,9 +16,10 @@ import anyio
 import pytest
 from helpers import query, wait_until
 
-from oneshot_nb import AsyncOrchestrator, TaskState, database, history, writer
-from oneshot_nb.records import get_record, prune
-from oneshot_nb.store import Store, StoreError, connect
+from oneshot_nb import AsyncOrchestrator, TaskState, history
+from oneshot_nb.storage import database, writer
+from oneshot_nb.storage.records import get_record, prune
+from oneshot_nb.storage.store import Store, StoreError, connect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -106,7 +107,7 @@ def test_connecting_again_keeps_the_locks_of_the_connection_already_open(tmp_pat
 WRITER = """
 import asyncio, sys
 from oneshot_nb import AsyncOrchestrator
-from oneshot_nb.store import Store
+from oneshot_nb.storage.store import Store
 
 LINES = (
     "import time\\nfor i in range(100):\\n print(f'line {i}', flush=True)\\n"

@@ -16,10 +16,11 @@ import pytest
 from helpers import py, query, wait_until
 from test_store_faults import fill, small_disk  # noqa: F401  (a fixture)
 
-from oneshot_nb import AsyncOrchestrator, TaskState, history, writer
-from oneshot_nb.database import lasting_at_load
-from oneshot_nb.records import get_record
-from oneshot_nb.store import Store, StoreError
+from oneshot_nb import AsyncOrchestrator, TaskState, history
+from oneshot_nb.storage import writer
+from oneshot_nb.storage.database import lasting_at_load
+from oneshot_nb.storage.records import get_record
+from oneshot_nb.storage.store import Store, StoreError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 

@@ -21,13 +21,14 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from ipywidgets.widgets import widget as widget_module
 
-import oneshot_nb.magics as magics_module
-from oneshot_nb import AsyncOrchestrator, TaskState, records
-from oneshot_nb.history_view import HistoryTable
-from oneshot_nb.magics import OneshotMagics, load
-from oneshot_nb.render import PAGE_SIZE
-from oneshot_nb.store import Store
-from oneshot_nb.views import TaskTable, TaskView, batch_view, tasks_table
+import oneshot_nb.notebook.magics as magics_module
+from oneshot_nb import AsyncOrchestrator, TaskState
+from oneshot_nb.notebook.history_view import HistoryTable
+from oneshot_nb.notebook.magics import OneshotMagics, load
+from oneshot_nb.notebook.views import TaskTable, TaskView, batch_view, tasks_table
+from oneshot_nb.render.markup import PAGE_SIZE
+from oneshot_nb.storage import records
+from oneshot_nb.storage.store import Store
 
 PAYLOAD = "<img src=x onerror=alert(1)>"
 
@@ -283,7 +284,7 @@ async def test_a_reason_is_shown_only_when_it_adds_to_the_exit_code(tmp_path):
 
 
 def _text_row(record: records.TaskRecord) -> str:
-    from oneshot_nb.render import text_row
+    from oneshot_nb.render.markup import text_row
 
     return text_row(
         record.id, record.state, record.name, record.returncode, record.reason, record.error

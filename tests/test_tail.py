@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oneshot_nb.tail import MAX_CHARS, MAX_LINES, LogTail
+from oneshot_nb.render.tail import MAX_CHARS, MAX_LINES, LogTail
 
 
 def shown(tail: LogTail) -> list[tuple[str, str]]:

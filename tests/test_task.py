@@ -23,10 +23,10 @@ from helpers import (
     wait_until,
 )
 
-import oneshot_nb.task as task_module
+import oneshot_nb.engine.task as task_module
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
-from oneshot_nb.supervision import DRAIN_LIMIT, KILL_WAIT, OUTPUT_CUT_NOTE
-from oneshot_nb.task import DEFAULT_MAX_LOG_BYTES
+from oneshot_nb.engine.supervision import DRAIN_LIMIT, KILL_WAIT, OUTPUT_CUT_NOTE
+from oneshot_nb.engine.task import DEFAULT_MAX_LOG_BYTES
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -766,12 +766,12 @@ def test_bad_arguments_start_nothing(monkeypatch):
     async def spawn(*args: object) -> None:
         calls.append(args)
 
-    monkeypatch.setattr("oneshot_nb.task.spawn", spawn)
+    monkeypatch.setattr("oneshot_nb.engine.task.spawn", spawn)
     for bad in ({"idle_after": -1}, {"env": {"K": 2}}, {"grace": -1}):
         with pytest.raises((TypeError, ValueError)):
             OneshotTask("true", **bad)
     assert calls == []
-    assert sys.modules["oneshot_nb.task"].spawn is spawn
+    assert sys.modules["oneshot_nb.engine.task"].spawn is spawn
 
 
 def test_a_group_of_zombies_only_counts_as_gone():
@@ -779,7 +779,7 @@ def test_a_group_of_zombies_only_counts_as_gone():
     reaped (late, by a slow init) must not make it wait out the whole grace."""
     import subprocess
 
-    from oneshot_nb.process import group_alive
+    from oneshot_nb.runners.local import group_alive
 
     child = subprocess.Popen(["true"], start_new_session=True)
     try:

@@ -17,9 +17,8 @@ import pytest
 from helpers import group_gone, py, wait_until
 
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
-from oneshot_nb.events import notify
-from oneshot_nb.tail import MAX_CHARS, MAX_LINES
-from oneshot_nb.views import (
+from oneshot_nb.engine.events import notify
+from oneshot_nb.notebook.views import (
     STATE_COLOURS,
     UPDATE_INTERVAL,
     LogView,
@@ -30,6 +29,7 @@ from oneshot_nb.views import (
     task_view,
     tasks_table,
 )
+from oneshot_nb.render.tail import MAX_CHARS, MAX_LINES
 
 pytestmark = pytest.mark.anyio
 
@@ -121,7 +121,7 @@ async def test_views_started_together_tick_once_a_second_in_different_turns():
     rather than all in one loop callback (a burst the kernel's loop lag would show)."""
     import asyncio
 
-    from oneshot_nb.live import TICK_INTERVAL, TICK_SLICES, _Live, ticker
+    from oneshot_nb.notebook.live import TICK_INTERVAL, TICK_SLICES, _Live, ticker
 
     loop = asyncio.get_running_loop()
     ticks: dict[int, list[float]] = {}
@@ -158,7 +158,7 @@ async def test_a_view_added_to_the_ticker_again_keeps_ticking_once_a_second():
     nor move it to a turn that never comes."""
     import asyncio
 
-    from oneshot_nb.live import TICK_INTERVAL, _Live, ticker
+    from oneshot_nb.notebook.live import TICK_INTERVAL, _Live, ticker
 
     loop = asyncio.get_running_loop()
     ticks: list[float] = []
@@ -438,7 +438,7 @@ def test_a_task_has_one_view():
 
 def test_a_long_name_is_shortened_in_the_title():
     """Regression: names were sent whole, so a 1 MB name cost 1 MB per row per tick."""
-    from oneshot_nb.render import NAME_CHARS, title_html
+    from oneshot_nb.render.markup import NAME_CHARS, title_html
 
     html_text = title_html("n" * 1_000_000, "true", "abcd1234")
     assert len(html_text) < 2 * NAME_CHARS + 1000

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..engine.machine import TaskState
 from .database import (
     BUSY_TIMEOUT_MS,
     StoreError,
@@ -22,7 +23,6 @@ from .database import (
     to_sql,
     uri,
 )
-from .machine import TaskState
 from .redaction import was_redacted
 from .store import Store
 

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from typing import Any
 
+from ..runners.local import process_start_time
 from . import database
 from .database import (
     DatabaseFile,
@@ -21,7 +22,6 @@ from .database import (
     fault_kind,
     sidecars,
 )
-from .process import process_start_time
 from .rows import UPSERT_TASK
 
 

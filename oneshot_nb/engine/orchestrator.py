@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from ..runners.local import group_alive, signal_group
 from .batch import Batch
 from .events import EventHub, Listener, OutputWanted, Subscription, TaskEvent, most_wanted
 from .machine import TaskState
@@ -28,7 +29,6 @@ from .options import (
     check_name,
     check_options,
 )
-from .process import group_alive, signal_group
 from .slots import Slots
 from .task import (
     DEFAULT_GRACE,

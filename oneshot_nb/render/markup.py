@@ -11,11 +11,11 @@ import html
 import signal
 from typing import TYPE_CHECKING
 
-from .machine import TaskState
-from .options import Command, default_name
+from ..engine.machine import TaskState
+from ..engine.options import Command, default_name
 
 if TYPE_CHECKING:
-    from .task import OneshotTask
+    from ..engine.task import OneshotTask
 
 STATE_COLOURS = {
     TaskState.CREATED: "#616161",

@@ -13,10 +13,10 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from .events import OutputWanted, TaskEvent, notify
-from .log import StreamDecoder
+from .output import StreamDecoder
 
 if TYPE_CHECKING:
-    from .process import ProcessGroup
+    from ..runners.local import ProcessGroup
 
 # Large reads keep the per-chunk cost (decode, log, events) small next to the copy.
 CHUNK_SIZE = 1 << 16

@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from ..runners.local import Child, ProcessGroup, spawn
 from .events import Listener, OutputWanted, TaskEvent, notify
-from .log import BoundedLog
 from .machine import OneshotStateMachine, TaskState, Transition
 from .options import (
     Command,
@@ -29,7 +29,7 @@ from .options import (
     default_name,
     environ_now,
 )
-from .process import Child, ProcessGroup, spawn
+from .output import BoundedLog
 from .slots import Slots
 from .supervision import Supervision, kill_group
 

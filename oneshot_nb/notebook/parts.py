@@ -7,10 +7,10 @@ import time
 
 import ipywidgets as widgets
 
-from .events import TaskEvent
+from ..engine.events import TaskEvent
+from ..engine.task import OneshotTask
+from ..render.tail import LogTail
 from .live import Throttle
-from .tail import LogTail
-from .task import OneshotTask
 
 # A log changes on every chunk of a busy task; five updates a second still read as live
 # and halve what a flood costs the kernel (measured by benchmarks/views.py).

@@ -20,12 +20,20 @@ import ipywidgets as widgets
 from ipywidgets.widgets.widget_bool import ToggleButtonStyle
 from ipywidgets.widgets.widget_string import HTMLStyle
 
-from .events import TaskEvent
+from ..engine.events import TaskEvent
+from ..engine.machine import TaskState
+from ..engine.task import OneshotTask
+from ..render.markup import (
+    CSS,
+    PAGE_SIZE,
+    STATE_COLOURS,
+    badge_html,
+    info_html,
+    line_html,
+    title_html,
+)
 from .live import Throttle, _Live, ticker
-from .machine import TaskState
 from .parts import LogView, header, show_stop
-from .render import CSS, PAGE_SIZE, STATE_COLOURS, badge_html, info_html, line_html, title_html
-from .task import OneshotTask
 
 TICKING = (TaskState.RUNNING, TaskState.IDLE)  # states whose row shows a moving time
 PAGE_INTERVAL = 1.0  # seconds between two moves of a page that new tasks push on

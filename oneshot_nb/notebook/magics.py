@@ -16,10 +16,12 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Float, Integer, TraitError, Unicode, observe, validate
 
-from . import records
+from ..engine.batch import Batch
+from ..engine.orchestrator import AsyncOrchestrator
+from ..engine.task import DEFAULT_GRACE, DEFAULT_IDLE_AFTER, DEFAULT_MAX_LOG_BYTES, OneshotTask
+from ..storage import records
+from ..storage.store import Store, default_path
 from .background import BackgroundLoop
-from .batch import Batch
-from .orchestrator import AsyncOrchestrator
 from .parsing import (
     check_cwd,
     grace_seconds,
@@ -29,8 +31,6 @@ from .parsing import (
     split_command,
     whole_number,
 )
-from .store import Store, default_path
-from .task import DEFAULT_GRACE, DEFAULT_IDLE_AFTER, DEFAULT_MAX_LOG_BYTES, OneshotTask
 
 T = TypeVar("T")
 
@@ -185,7 +185,7 @@ class OneshotMagics(Magics):
         records.active_store = self.store
         atexit.register(self._at_exit)
 
-        from .recovery import settle_when_open
+        from ..storage.recovery import settle_when_open
 
         # Said now when the store is open; else on its thread once it can write, and
         # then by the next magic.
@@ -349,7 +349,7 @@ class OneshotMagics(Magics):
         """Show a live table of every task in this kernel, the newest first: a page of
         rows, and a button for more. As text, the newest N (--limit) are printed,
         oldest of them first, as a log reads."""
-        from .render import PAGE_SIZE, text_row
+        from ..render.markup import PAGE_SIZE, text_row
 
         args = parse_args(self.oneshot_tasks, line)
         page = args.limit or PAGE_SIZE

@@ -11,12 +11,12 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
-from . import records
-from .database import StoreError
+from ..engine.task import OneshotTask
+from ..render.markup import PAGE_SIZE, text_row
+from ..storage import records
+from ..storage.database import StoreError
 from .magics import OneshotMagics
 from .parsing import parse_args, whole_number
-from .render import PAGE_SIZE, text_row
-from .task import OneshotTask
 
 
 @magics_class

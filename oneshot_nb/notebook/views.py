@@ -11,14 +11,14 @@ import weakref
 
 import ipywidgets as widgets
 
-from .batch import Batch
-from .events import TaskEvent
+from ..engine.batch import Batch
+from ..engine.events import TaskEvent
+from ..engine.orchestrator import AsyncOrchestrator
+from ..engine.task import OneshotTask
+from ..render.markup import CSS, STATE_COLOURS, badge_html, info_html, title_html
 from .live import UPDATE_INTERVAL, Throttle, _Live, ticker
-from .orchestrator import AsyncOrchestrator
 from .parts import LogView, header, show_stop
-from .render import CSS, STATE_COLOURS, badge_html, info_html, title_html
 from .tables import PAGE_SIZE, TaskRow, TaskTable
-from .task import OneshotTask
 
 __all__ = [
     "PAGE_SIZE",

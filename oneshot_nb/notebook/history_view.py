@@ -9,10 +9,8 @@ from collections.abc import Callable
 
 import ipywidgets as widgets
 
-from .database import StoreError
-from .log import StreamDecoder
-from .records import TaskRecord, get_record
-from .render import (
+from ..engine.output import StreamDecoder
+from ..render.markup import (
     CSS,
     PAGE_SIZE,
     info_span,
@@ -22,8 +20,10 @@ from .render import (
     state_badge,
     title_html,
 )
+from ..render.tail import LogTail
+from ..storage.database import StoreError
+from ..storage.records import TaskRecord, get_record
 from .tables import Row, RowParts
-from .tail import LogTail
 
 # Enough of the newest output for the tail a view shows, with room for long lines.
 TAIL_BYTES = 1 << 20

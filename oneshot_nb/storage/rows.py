@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..engine.options import default_name
+from ..engine.task import OneshotTask
 from .database import to_sql
-from .options import default_name
 from .redaction import redact, redact_text
-from .task import OneshotTask
 
 # Consecutive chunks of one stream are stored as one row of up to this. Large rows matter
 # under a flood: the writer takes the GIL back after each row, and while the loop thread

@@ -21,14 +21,14 @@ from typing import Any
 
 import anyio
 
+from ..engine.events import TaskEvent
+from ..engine.machine import TaskState
+from ..engine.orchestrator import AsyncOrchestrator
+from ..engine.task import OneshotTask
+from ..runners.local import process_start_time
 from .database import StoreError, connect, default_path
-from .events import TaskEvent
-from .machine import TaskState
-from .orchestrator import AsyncOrchestrator
-from .process import process_start_time
 from .redaction import REDACTED, redact
 from .rows import task_row
-from .task import OneshotTask
 from .writer import Writer
 
 # The engine-level names, wherever they live now.

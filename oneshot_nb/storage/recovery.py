@@ -7,8 +7,8 @@ import signal
 import time
 from collections.abc import Callable
 
+from ..runners.local import group_alive, process_start_time, signal_group, terminate_group
 from .database import LIVE_STATES
-from .process import group_alive, process_start_time, signal_group, terminate_group
 from .records import open_file
 from .store import Store
 
