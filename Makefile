@@ -36,8 +36,14 @@ test: $(VENV)/.test-installed $(CHROMIUM)
 screenshots: $(VENV)/.test-installed
 	ONESHOT_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -m screenshot
 
-bench: $(VENV)/.test-installed
+# GNU parallel is one of the contenders in benchmarks/spawn.py. Installing it needs root.
+GNU_PARALLEL := /usr/bin/parallel
+$(GNU_PARALLEL):
+	apt-get update && apt-get install -y parallel
+
+bench: $(VENV)/.test-installed $(GNU_PARALLEL)
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/spawn.py
 	$(BIN)/python benchmarks/views.py
 	$(BIN)/python benchmarks/tables.py
 

@@ -1,4 +1,4 @@
-"""Checking what a task is given: the command, the times, the place, the environment.
+"""What a task is given: its command, and its options, checked once.
 
 Each check raises TypeError for a value of the wrong type and ValueError for a value out
 of range, both naming the argument, and changes nothing.
@@ -6,12 +6,65 @@ of range, both naming the argument, and changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 Command = str | Sequence[str]
+
+DEFAULT_IDLE_AFTER = 10.0
+DEFAULT_GRACE = 5.0
+DEFAULT_MAX_LOG_BYTES = 1 << 20
+_NO_ENV: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """How a task runs, checked once when made; shared by the orchestrator (its
+    defaults), a batch (one for all its tasks), the magics and each task.
+
+    `idle_after` and `timeout` take None or inf for never (both kept as None). `cwd`
+    is made absolute when given; None means the directory current at submit. `env`
+    holds the variables added to the kernel's environment, read-only.
+
+    The default `idle_after` of 10 s is long enough that a compiler or a training loop
+    between log lines is not called idle, short enough that a hung agent shows soon.
+    The default `grace` of 5 s gives a process time to flush and clean up after SIGTERM.
+    """
+
+    name: str | None = None
+    idle_after: float | None = DEFAULT_IDLE_AFTER
+    timeout: float | None = None
+    grace: float = DEFAULT_GRACE
+    cwd: str | None = None
+    env: Mapping[str, str] = dataclasses.field(default_factory=lambda: _NO_ENV)
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        check_options(self.idle_after, self.timeout, self.grace, self.max_log_bytes)
+        put = object.__setattr__  # frozen: the checked forms replace what was given
+        put(self, "idle_after", _never_as_none(self.idle_after))
+        put(self, "timeout", _never_as_none(self.timeout))
+        put(self, "grace", float(self.grace))
+        if self.cwd is not None:
+            put(self, "cwd", check_cwd(self.cwd))
+        if self.env is not _NO_ENV:
+            put(self, "env", MappingProxyType(check_env(self.env)) if self.env else _NO_ENV)
+
+    def replace(self, **changes: Any) -> TaskOptions:
+        """A copy with `changes`, checked as a new one is (an unknown name: TypeError)."""
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(TaskOptions))
+
+
+def _never_as_none(seconds: float | None) -> float | None:
+    return None if seconds is None or seconds == math.inf else float(seconds)
 
 
 def default_name(command: Command) -> str:
