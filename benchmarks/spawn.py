@@ -113,7 +113,7 @@ def _gnu_parallel() -> tuple[str | None, str]:
     ).stdout
     # moreutils also ships a `parallel`, with another syntax.
     if not out.startswith("GNU parallel"):
-        return None, f"`{shutil.which('parallel')}` is not GNU parallel (moreutils?)"
+        return None, f"`{shutil.which('parallel')}` is another program (moreutils' parallel?)"
     return out.splitlines()[0], ""
 
 
@@ -162,7 +162,7 @@ class Contender:
 
 
 def measure(contenders: list[Contender], rounds: int, n: int, machine_us: list[float]) -> None:
-    def once(c: Contender, record: bool) -> None:
+    def once(c: Contender, record: bool) -> str:
         gc.collect()
         before = _cpu_seconds()
         wall = c.run()
@@ -171,22 +171,27 @@ def measure(contenders: list[Contender], rounds: int, n: int, machine_us: list[f
             c.wall.append(wall)
             if c.cpu:
                 c.cpu_us.append(cpu * 1e6 / n)
+        return f"{c.key} {wall:.3f}s"
 
+    def machines(record: bool) -> str:
+        gc.collect()
+        us = _machines(n) * 1e6 / n
+        if record:
+            machine_us.append(us)
+        return f"machines {us:.0f}µs/task"
+
+    # The machines sit next to oneshot_nb (the last contender) in both orders, so that the
+    # subtraction giving the engine's own cost pairs figures taken moments apart.
+    steps: list[Callable[[bool], str]] = [lambda record, c=c: once(c, record) for c in contenders]
+    steps.append(machines)
     # One untimed run of each: the first run in a process pays for imports, heap growth and
     # cold caches (and the tools' binaries for the page cache).
-    for c in contenders:
-        once(c, record=False)
-    _machines(n)
+    for step in steps:
+        step(False)
     for r in range(rounds):
-        order = contenders if r % 2 == 0 else contenders[::-1]
-        for c in order:
-            once(c, record=True)
-        gc.collect()
-        machine_us.append(_machines(n) * 1e6 / n)
-        print(
-            f"  round {r + 1}/{rounds}: " + "  ".join(f"{c.key} {c.wall[-1]:.3f}s" for c in order),
-            flush=True,
-        )
+        order = steps if r % 2 == 0 else steps[::-1]
+        done = [step(True) for step in order]
+        print(f"  round {r + 1}/{rounds}: " + "  ".join(done), flush=True)
 
 
 # -- output -----------------------------------------------------------------------------
@@ -248,7 +253,7 @@ def report(contenders: dict[str, Contender], machine_us: list[float], n: int, sk
             )
         )
     if skipped:
-        print(f"  {'GNU parallel':<44} {'skipped: ' + skipped}")
+        print(f"  {'GNU parallel':<44} {skipped}")
 
     print()
     target = "  {:<44} {:>9} {:>9}  {}"
@@ -292,14 +297,18 @@ def report(contenders: dict[str, Contender], machine_us: list[float], n: int, sk
 
     print()
     print("  samples in measurement order (rounds alternate the order of the contenders):")
+
+    def samples(label: str, values: list[float], fmt: str) -> None:
+        print(f"    {label:<56} " + " ".join(format(x, fmt) for x in values))
+
     for c in contenders.values():
-        print(f"    {c.name + ', wall s':<50} " + " ".join(f"{x:.3f}" for x in c.wall))
+        samples(c.name + ", wall s", c.wall, ".3f")
     for c in contenders.values():
         if c.cpu:
-            print(f"    {c.name + ', CPU µs/task':<50} " + " ".join(f"{x:.0f}" for x in c.cpu_us))
-    print(
-        f"    {'python-statemachine, CPU µs/task':<50} " + " ".join(f"{x:.0f}" for x in machine_us)
-    )
+            samples(c.name + ", CPU µs/task", c.cpu_us, ".0f")
+    samples("python-statemachine, CPU µs/task", machine_us, ".0f")
+    own = [o - r - m for o, r, m in zip(one.cpu_us, raw.cpu_us, machine_us, strict=True)]
+    samples("the engine's own, CPU µs/task, round by round", own, ".0f")
 
 
 def profile(n: int) -> None:
@@ -328,8 +337,11 @@ def main() -> None:
     header(args, parallel_version)
     skipped = ""
     if parallel_version is None:
-        skipped = f"{why}; install it with `{INSTALL_PARALLEL}` (make bench does)"
-        print(f"  GNU parallel {skipped}. Measuring the others.\n")
+        skipped = f"skipped: {why}"
+        print(
+            f"  GNU parallel {skipped}. Install it with `{INSTALL_PARALLEL}` (make bench does)."
+            "\n  Measuring the others.\n"
+        )
 
     contenders = {
         "raw": Contender(

@@ -33,9 +33,17 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext oneshot_nb`: register the magics (the only place IPython is imported)."""
-    from .notebook.magics import load
+    from .notebook.extension import load
 
     load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext oneshot_nb`: take the magics away; running tasks keep running, and
+    `%load_ext oneshot_nb` brings them back within reach."""
+    from .notebook.extension import unload
+
+    unload(ipython)
 
 
 __all__ = [

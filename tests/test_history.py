@@ -18,9 +18,10 @@ from helpers import eventually, py, query, stored_orchestrator, wait_until
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-import oneshot_nb.notebook.magics as magics_module
 from oneshot_nb import OneshotTask, TaskRecord, TaskState, history
-from oneshot_nb.notebook.magics import OneshotMagics, load
+from oneshot_nb.notebook import extension
+from oneshot_nb.notebook.extension import load
+from oneshot_nb.notebook.magics import OneshotMagics
 from oneshot_nb.storage import database, records, writer
 from oneshot_nb.storage.records import get_record, prune
 from oneshot_nb.storage.store import REDACTED, Store
@@ -275,7 +276,7 @@ def load_magics(ip) -> Iterator[Callable[[], OneshotMagics]]:
     yield load_them
     for magics in loaded:
         magics._at_exit()
-    magics_module._loaded.pop(ip, None)  # the next test loads fresh magics
+    extension._loaded.pop(ip, None)  # the next test loads fresh magics
 
 
 @pytest.fixture

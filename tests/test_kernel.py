@@ -405,6 +405,35 @@ def test_config_given_to_the_kernel_is_honoured():
         kernel.shutdown()
 
 
+# -- unloading -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_unload_ext_then_load_ext_keeps_the_running_task_within_reach(kernel):
+    """%unload_ext oneshot_nb takes the magics away while a task runs on in the kernel;
+    %load_ext brings the same magics back: the task stops by name, and a new task's
+    view is displayed once again."""
+    kernel.ok(
+        "t = %oneshot --quiet --name kept sleep 30\n"
+        "await until(lambda: t.state is TaskState.RUNNING)"
+    )
+    kernel.ok("%unload_ext oneshot_nb")
+    gone = kernel.run("%oneshot true")
+    assert gone.error.startswith("UsageError: Line magic function `%oneshot` not found")
+    assert kernel.value("print(json.dumps(t.state))") == "RUNNING"
+    kernel.ok("%load_ext oneshot_nb")
+    state = kernel.value(
+        """
+same = get_ipython().find_magic("oneshot").__self__ is magics
+%oneshot_stop kept
+await t.wait()
+print(json.dumps([same, t.state, t.reason]))
+"""
+    )
+    assert state == [True, "INTERRUPTED", "stopped"]
+    assert kernel.ok("u = %oneshot true\nu").views == 1
+
+
 # -- shutdown --------------------------------------------------------------------------------
 
 

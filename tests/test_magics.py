@@ -4,6 +4,8 @@ loop in a background thread where no event loop runs (terminal IPython, scripts)
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -13,9 +15,10 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import TraitError
 from traitlets.config import Config
 
-import oneshot_nb.notebook.magics as magics_module
 from oneshot_nb import Batch, OneshotTask, TaskState
-from oneshot_nb.notebook.magics import OneshotMagics, load
+from oneshot_nb.notebook import extension
+from oneshot_nb.notebook.extension import load
+from oneshot_nb.notebook.magics import OneshotMagics
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,7 +46,7 @@ def magics(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> Iterator[On
     magics._at_exit()
     ip.events.unregister("pre_run_cell", magics.new_cell)
     ip.configurables.remove(magics)
-    magics_module._loaded.pop(ip, None)  # the next test loads fresh magics
+    extension._loaded.pop(ip, None)  # the next test loads fresh magics
 
 
 def oneshot(ip: InteractiveShell, line: str) -> OneshotTask:
@@ -448,6 +451,91 @@ def test_reload_ext_keeps_the_magics_and_the_tasks_they_run(ip, magics):
     ip.run_line_magic("oneshot_stop", task.id)
     eventually(lambda: task.done, timeout=10)
     assert task.state is TaskState.INTERRUPTED
+
+
+@pytest.fixture
+def extension_loaded(ip, magics):
+    """The extension loaded by %load_ext (into the magics' session, which the magics
+    fixture made); loaded again after the test, for that fixture to undo, and forgotten
+    by IPython's extension manager, for the next test to load it afresh."""
+    ip.run_line_magic("load_ext", "oneshot_nb")
+    yield
+    load(ip)
+    ip.extension_manager.loaded.discard("oneshot_nb")
+
+
+def test_unload_ext_takes_the_magics_away_and_leaves_the_tasks_running(
+    ip, magics, extension_loaded
+):
+    """%unload_ext oneshot_nb removes every magic, the pre-run hook and the display of
+    tasks; a task started before goes on running (it is stopped at exit, as before)."""
+    task = oneshot(ip, "--quiet sleep 30")
+    ip.run_line_magic("unload_ext", "oneshot_nb")
+    for name in ("oneshot", "oneshot_stop", "oneshot_tasks", "oneshot_history"):
+        with pytest.raises(UsageError, match=f"Line magic function `%{name}` not found"):
+            ip.run_line_magic(name, "--all")
+    with pytest.raises(UsageError, match="Cell magic `%%oneshot_parallel` not found"):
+        ip.run_cell_magic("oneshot_parallel", "", "true")
+    assert magics.new_cell not in ip.events.callbacks["pre_run_cell"]
+    assert ip.display_formatter.ipython_display_formatter.for_type(OneshotTask) is None
+    assert not task.state.is_final
+
+
+def test_load_ext_after_unload_ext_gets_the_same_session_and_tasks_back(
+    ip, magics, extension_loaded, capsys
+):
+    """%load_ext after %unload_ext registers the same magics: %oneshot_tasks lists the
+    task started before the unload and %oneshot_stop stops it by name, with one pre-run
+    hook and the display of tasks back."""
+    task = oneshot(ip, "--quiet --name before sleep 30")
+    eventually(lambda: task.state is TaskState.RUNNING)
+    ip.run_line_magic("unload_ext", "oneshot_nb")
+    ip.run_line_magic("load_ext", "oneshot_nb")
+    assert ip.find_magic("oneshot").__self__ is magics
+    assert ip.events.callbacks["pre_run_cell"].count(magics.new_cell) == 1
+    assert ip.display_formatter.ipython_display_formatter.for_type(OneshotTask) is not None
+    capsys.readouterr()
+    ip.run_line_magic("oneshot_tasks", "")
+    assert capsys.readouterr().out.split()[:3] == [task.id, "RUNNING", "before"]
+    ip.run_line_magic("oneshot_stop", "before")
+    eventually(lambda: task.done, timeout=10)
+    assert (task.state, task.reason) == (TaskState.INTERRUPTED, "stopped")
+
+
+def test_reload_ext_magic_keeps_the_tasks_within_reach(ip, magics, extension_loaded):
+    """%reload_ext oneshot_nb (IPython unloads, reimports the package and loads it):
+    the same magics come back, a task started before stops by name, one pre-run hook."""
+    task = oneshot(ip, "--quiet --name before sleep 30")
+    ip.run_line_magic("reload_ext", "oneshot_nb")
+    assert ip.find_magic("oneshot").__self__ is magics
+    assert ip.events.callbacks["pre_run_cell"].count(magics.new_cell) == 1
+    ip.run_line_magic("oneshot_stop", "before")
+    eventually(lambda: task.done, timeout=10)
+    assert task.state is TaskState.INTERRUPTED
+
+
+def test_exit_after_unload_ext_stops_the_tasks_that_kept_running(tmp_path):
+    """A task left running by %unload_ext is still stopped, its group gone, when the
+    interpreter exits."""
+    script = f"""
+import os, time
+os.environ["ONESHOT_NB_DB"] = ":memory:"
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "oneshot_nb")
+ip.run_line_magic("config", "OneshotMagics.grace = 0.5")
+task = ip.run_line_magic("oneshot", "--quiet sleep 60")
+while task.pid is None:
+    time.sleep(0.01)
+ip.run_line_magic("unload_ext", "oneshot_nb")
+open({str(tmp_path / "pid")!r}, "w").write(str(task.pid))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 0, result.stderr
+    pid = int((tmp_path / "pid").read_text())
+    eventually(lambda: group_gone(pid))
 
 
 def test_a_text_table_shows_control_characters_in_names_escaped(ip, magics, capsys):

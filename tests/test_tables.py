@@ -21,10 +21,11 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from ipywidgets.widgets import widget as widget_module
 
-import oneshot_nb.notebook.magics as magics_module
 from oneshot_nb import AsyncOrchestrator, TaskState
+from oneshot_nb.notebook import extension
+from oneshot_nb.notebook.extension import load
 from oneshot_nb.notebook.history_view import HistoryTable
-from oneshot_nb.notebook.magics import OneshotMagics, load
+from oneshot_nb.notebook.magics import OneshotMagics
 from oneshot_nb.notebook.views import TaskTable, TaskView, batch_view, tasks_table
 from oneshot_nb.render.markup import PAGE_SIZE
 from oneshot_nb.storage import records
@@ -436,7 +437,7 @@ def magics(ip, tmp_path, monkeypatch) -> Iterator[OneshotMagics]:
     magics._at_exit()
     ip.events.unregister("pre_run_cell", magics.new_cell)
     ip.configurables.remove(magics)
-    magics_module._loaded.pop(ip, None)
+    extension._loaded.pop(ip, None)
 
 
 @pytest.mark.timeout(60)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -15,16 +15,18 @@ from ..engine.task import OneshotTask
 from ..render.markup import PAGE_SIZE, text_row
 from ..storage import records
 from ..storage.database import StoreError
-from .magics import OneshotMagics
 from .parsing import parse_args, whole_number
+
+if TYPE_CHECKING:
+    from .session import Session
 
 
 @magics_class
 class HistoryMagics(Magics):
-    """Magics that read the history database; `main` runs what they rerun."""
+    """Magics that read the history database of a session, which runs what they rerun."""
 
-    def __init__(self, shell: Any = None, *, main: OneshotMagics, **kwargs: Any) -> None:
-        self.main = main
+    def __init__(self, shell: Any = None, *, session: Session, **kwargs: Any) -> None:
+        self.session = session
         super().__init__(shell=shell, **kwargs)
 
     @magic_arguments()
@@ -42,7 +44,7 @@ class HistoryMagics(Magics):
         Example: %oneshot_history --limit 20 --failed
         """
         args = parse_args(self.oneshot_history, line)
-        self.main._warn_store()
+        self.session.warn_store()
         path = self._history_path()
         if args.prune is not None:
             try:
@@ -57,7 +59,7 @@ class HistoryMagics(Magics):
             found = records.history(page + 1, failed=args.failed, grep=args.grep, path=path)
         except StoreError as exc:
             raise UsageError(str(exc)) from None
-        if self.main.widgets:
+        if self.session.widgets:
             from .history_view import HistoryTable
 
             def more(offset: int, limit: int) -> list[records.TaskRecord]:
@@ -106,21 +108,19 @@ class HistoryMagics(Magics):
         args = parse_args(self.oneshot_rerun, line)
         record = self._record(args.task)
         env = _rerun_env(record, args.env_from_kernel)
-        task = self.main._submit(
-            self.main.orchestrator.submit, record.command, name=record.name, cwd=record.cwd, env=env
-        )
-        self.main._show(task, args.quiet)
+        task = self.session.submit(record.command, name=record.name, cwd=record.cwd, env=env)
+        self.session.show(task, args.quiet)
         return task
 
     def _history_path(self) -> str:
         # The open store, not the db setting: with db = ":memory:", or a file that could
         # not be opened, the setting still names a path, but history is off.
-        self.main._warn_store()  # what went wrong with the store, said before its data
-        if self.main.store is None:
-            reason = self.main.history_off or "OneshotMagics.db or ONESHOT_NB_DB"
+        self.session.warn_store()  # what went wrong with the store, said before its data
+        if self.session.store is None:
+            reason = self.session.history_off or "OneshotMagics.db or ONESHOT_NB_DB"
             raise UsageError(f"task history is off: {reason}")
         # Absolute, as the store holds it: reads go to the file it writes after a %cd.
-        return self.main.store.path
+        return self.session.store.path
 
     def _record(self, task_id: str) -> records.TaskRecord:
         path = self._history_path()

@@ -1,4 +1,5 @@
-"""Parsing the magics' arguments: the options before a verbatim command, and values."""
+"""Parsing the magics' arguments: the options they share, the options before a verbatim
+command, and values."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import argparse
 import math
 import os
 import shlex
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument
 
-# Options of %oneshot that take a value, and those that do not. The first word that is
-# neither starts the command, which is kept exactly as typed.
-VALUE_OPTIONS = ("--name", "--idle", "--timeout", "--grace", "--cwd", "--env")
-FLAG_OPTIONS = ("--quiet",)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def seconds(text: str) -> float:
@@ -40,6 +40,37 @@ def grace_seconds(text: str) -> float:
             f"expected a finite number of seconds >= 0, got {text!r}"
         )
     return value
+
+
+def task_options(magic: F) -> F:
+    """Declare the options of every magic that starts tasks (--idle, --timeout,
+    --grace, --quiet) once, as IPython's `script_args` does: used among a magic's
+    @argument lines, it adds them there, in this order."""
+    shared = [
+        argument("--idle", type=seconds, metavar="SECONDS", help="Silence before IDLE."),
+        argument("--timeout", type=seconds, metavar="SECONDS", help="Stop a task after this long."),
+        argument("--grace", type=grace_seconds, metavar="SECONDS", help="SIGTERM to SIGKILL."),
+        argument("--quiet", action="store_true", help="Show no view."),
+    ]
+    for option in reversed(shared):
+        magic = option(magic)
+    return magic
+
+
+def timing_options(args: argparse.Namespace) -> dict[str, float]:
+    """The engine's names for the --idle, --timeout and --grace that were given."""
+    given = {"idle_after": args.idle, "timeout": args.timeout, "grace": args.grace}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def option_names(parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+    """The options of `parser` that take a value, and those that do not (flags), each
+    in the order they were declared."""
+    # argparse lists its actions only in `_actions`; what the magic declares is there.
+    options = [action for action in parser._actions if action.option_strings]
+    values = [name for action in options if action.nargs != 0 for name in action.option_strings]
+    flags = [name for action in options if action.nargs == 0 for name in action.option_strings]
+    return values, flags
 
 
 def option_words(options: str) -> list[str]:
@@ -74,13 +105,15 @@ def whole_number(text: str) -> int:
     return value
 
 
-def split_command(line: str) -> tuple[list[str], str]:
-    """Split a %oneshot line into its option words and the command, kept verbatim.
+def split_command(line: str, parser: argparse.ArgumentParser) -> tuple[list[str], str]:
+    """Split a %oneshot line into its option words (those `parser` declares) and the
+    command, kept verbatim: the first word that is no option starts the command.
 
     Why not argparse on the whole line: it would take the command's own options
     (`sh -c '...'`) as the magic's and drop their quotes. A value option's words are
     joined as `--name=VALUE`, so that a value starting with '-' stays a value.
     """
+    value_options, flag_options = option_names(parser)
     pos = 0
     words: list[str] = []
     while True:
@@ -93,10 +126,10 @@ def split_command(line: str) -> tuple[list[str], str]:
         if word == "--":
             return words, line[end:].strip()
         name = word.split("=", 1)[0]
-        if name in FLAG_OPTIONS or (name in VALUE_OPTIONS and "=" in word):
+        if name in flag_options or (name in value_options and "=" in word):
             words.append(word)
             pos = end
-        elif name in VALUE_OPTIONS:
+        elif name in value_options:
             value_start = _skip_space(line, end)
             if value_start >= len(line):
                 raise UsageError(f"{name} needs a value")
@@ -110,7 +143,7 @@ def split_command(line: str) -> tuple[list[str], str]:
             words.append(f"{name}={value}")
         elif word.startswith("-"):
             raise UsageError(
-                f"unknown option {word!r}: options are {', '.join(VALUE_OPTIONS + FLAG_OPTIONS)}"
+                f"unknown option {word!r}: options are {', '.join(value_options + flag_options)}"
                 " and go before the command (use -- to start a command with '-')"
             )
         else:
