@@ -102,7 +102,7 @@ class OneshotMagics(Magics):
         if change["name"] == "limit":
             self._call(setattr, orchestrator, "limit", change["new"])
         else:
-            orchestrator.defaults[change["name"]] = change["new"]
+            orchestrator.options = orchestrator.options.replace(**{change["name"]: change["new"]})
 
     def _options(self) -> dict[str, Any]:
         return {
