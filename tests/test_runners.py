@@ -216,7 +216,9 @@ def signals_received(process: subprocess.Popen, report: Path) -> list[int]:
     with contextlib.suppress(FileNotFoundError):
         report.unlink()
     os.kill(process.pid, signal.SIGRTMIN)
-    eventually(report.exists, timeout=10)
+    eventually(lambda: report.exists() or process.poll() is not None, timeout=10)
+    if not report.exists():
+        pytest.fail(f"the process was ended (exit status {process.returncode})")
     return [int(s) for s in report.read_text().split()]
 
 
@@ -308,7 +310,9 @@ async def test_a_task_whose_runner_loses_it_fails_with_the_runners_reason(tmp_pa
         assert (task.reason, task.error) == ("worker lost", LOST_MESSAGE)
         assert task.returncode is None  # lost with the worker
         assert task.transitions[-1].reason == "worker lost"
-        assert group_gone(task.pid) and process_gone(grandchild)
+        # The kill is the test's, and may still be taking effect (the pipes close
+        # before the dying grandchild is a zombie): what matters is nothing outlives it.
+        await wait_until(lambda: group_gone(task.pid) and process_gone(grandchild), timeout=2)
         assert sibling.state is TaskState.RUNNING
         after = orch.submit(py("print('after')"), runner=runner)
         assert await after.wait() is TaskState.COMPLETED
@@ -622,6 +626,47 @@ def test_end_groups_now_ends_many_groups_in_one_wait_of_the_grace(tmp_path, spaw
         assert process_gone(child)
         assert termed.exists()
         assert parent.wait(5) == -signal.SIGTERM
+
+
+BALLAST_MIB = 256  # a killed process frees its memory before it is gone: ~20 ms for this
+
+
+def slow_to_exit(ready: Path) -> list[str]:
+    """A process that ignores SIGTERM and holds BALLAST_MIB of memory it has touched, as
+    a training job does: after SIGKILL it still runs while the system frees it."""
+    return py(
+        f"""
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ballast = bytearray({BALLAST_MIB} << 20)
+        for i in range(0, len(ballast), 4096):
+            ballast[i] = 1
+        open({str(ready)!r}, "w").close()
+        while True:
+            time.sleep(1)
+        """
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("policy", ["end_group", "end_groups_now"])
+async def test_a_killed_group_slow_to_exit_is_gone_when_the_policy_returns(
+    policy, tmp_path, spawned
+):
+    """SIGKILL only queues the kill: a process holding much memory runs on while it is
+    freed. Both forms of the termination policy return only once what they killed is
+    gone (end_group waits up to KILL_WAIT for it), so that a task, or a dead kernel's
+    task, is not called ended while its process still runs."""
+    ready = tmp_path / "ready"
+    process = spawned(slow_to_exit(ready))
+    await wait_until(ready.exists, timeout=20)
+    group = ProcessGroup(process.pid)
+    if policy == "end_group":
+        await end_group(group, 0.1)
+    else:
+        end_groups_now({group: 0.1})
+    assert live_members(process.pid) == []
 
 
 # -- only the runners signal processes or read /proc -----------------------------------------

@@ -51,14 +51,19 @@ async def end_group(group: Group, grace: float) -> None:
 
 def end_groups_now(groups: Mapping[Group, float], max_grace: float = math.inf) -> None:
     """`end_group` for many groups at once, blocking: SIGTERM to each, one wait of the
-    longest grace (at most `max_grace`) for them all, SIGKILL to what is left."""
+    longest grace (at most `max_grace`) for them all, SIGKILL to what is left, and one
+    wait of up to KILL_WAIT for that to vanish."""
     for group in groups:
         group.terminate()
     deadline = time.monotonic() + min(max(groups.values(), default=0.0), max_grace)
     while any(group.alive() for group in groups) and time.monotonic() < deadline:
         time.sleep(GROUP_POLL)
-    for group in groups:
+    left = [group for group in groups if group.alive()]
+    for group in left:
         group.kill()
+    deadline = time.monotonic() + KILL_WAIT
+    while any(group.alive() for group in left) and time.monotonic() < deadline:
+        time.sleep(GROUP_POLL / 5)
 
 
 def signal_group(pgid: int, signum: int) -> bool:
