@@ -377,14 +377,14 @@ def test_invalid_config_is_refused_and_changes_nothing(kernel):
     """limit 0 or a negative grace raises TraitError (which %config reports on stderr),
     and neither the setting nor the orchestrator changes."""
     before = kernel.value("print(json.dumps([magics.limit, magics.orchestrator.limit, "
-                          "magics.grace, magics.orchestrator.defaults['grace']]))")
+                          "magics.grace, magics.orchestrator.options.grace]))")
     assert kernel.run("magics.limit = 0").error.startswith("TraitError: limit must be 1 or more")
     grace_rule = "grace must be a finite number of seconds >= 0"
     assert kernel.run("magics.grace = -1").error.startswith(f"TraitError: {grace_rule}")
     assert "limit must be 1 or more" in kernel.ok("%config OneshotMagics.limit = 0").stderr
     assert grace_rule in kernel.ok("%config OneshotMagics.grace = -1").stderr
     after = kernel.value("print(json.dumps([magics.limit, magics.orchestrator.limit, "
-                         "magics.grace, magics.orchestrator.defaults['grace']]))")
+                         "magics.grace, magics.orchestrator.options.grace]))")
     assert after == before
 
 

@@ -407,13 +407,13 @@ def test_invalid_config_raises_and_changes_nothing(ip, magics, caplog, name, val
     setting nor the orchestrator changes."""
     orchestrator = magics.orchestrator
     settings = (magics.limit, magics.grace, magics.timeout)
-    defaults = dict(orchestrator.defaults)
+    defaults = orchestrator.options
     with pytest.raises(TraitError, match=name):
         setattr(magics, name, value)
     ip.run_line_magic("config", f"OneshotMagics.{name} = {value}")
     assert name in caplog.text
     assert (magics.limit, magics.grace, magics.timeout) == settings
-    assert (orchestrator.limit, orchestrator.defaults) == (settings[0], defaults)
+    assert (orchestrator.limit, orchestrator.options) == (settings[0], defaults)
 
 
 def test_settings_from_a_config_file_are_honoured(ip):

@@ -21,7 +21,7 @@ from helpers import eventually, group_gone, live_members, process_gone, query
 from jupyter_client.manager import KernelManager, start_new_kernel
 
 from oneshot_nb import TaskState, history
-from oneshot_nb.runners.local import process_start_time
+from oneshot_nb.runners.procfs import start_time as process_start_time
 from oneshot_nb.storage.records import get_record
 from oneshot_nb.storage.recovery import recover
 from oneshot_nb.storage.store import Store, connect

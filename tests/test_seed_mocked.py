@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from unittest.mock import Mock, patch
+from unittest.mock import Mock
 
 import anyio
 import pytest
@@ -62,12 +62,14 @@ class BlockingStream:
 
 
 class FakeProcess:
-    """Stands in for anyio's Process: a pid nobody has, streams that block until released."""
+    """Stands in for a runner's handle: a pid nobody has, streams that block until
+    released, and a mocked process group."""
 
-    def __init__(self, released: anyio.Event) -> None:
+    def __init__(self, released: anyio.Event, group: Mock) -> None:
         self.pid = NO_SUCH_PID
         self.stdout = BlockingStream(released)
         self.stderr = BlockingStream(released)
+        self.group = group
         self.returncode: int | None = None
 
     async def wait(self) -> int:
@@ -84,39 +86,39 @@ async def test_orchestrator_runs_at_most_limit_tasks_and_keeps_the_rest_created(
     """Concurrency limit: with limit=2 and 5 tasks, exactly 2 run while 3 wait in CREATED."""
     released = anyio.Event()
     spawned: list[FakeProcess] = []
+    group = Mock()
+    group.alive.return_value = False  # no real group to wait for
+    runner = Mock()
+    runner.name = "fake"
 
-    async def fake_spawn(command: object, cwd: object, env: object) -> FakeProcess:
-        process = FakeProcess(released)
+    async def fake_start(command: object, cwd: object, env: object, options: object):
+        process = FakeProcess(released, group)
         spawned.append(process)
         return process
 
+    runner.start = fake_start
     snapshots: list[tuple[int, int]] = []
 
-    with (
-        patch("oneshot_nb.engine.task.spawn", fake_spawn),
-        patch("oneshot_nb.engine.task.ProcessGroup") as group_cls,
-    ):
-        group_cls.return_value.alive.return_value = False  # no real group to wait for
-        async with AsyncOrchestrator(limit=2) as orch:
-            assert isinstance(orch.limiter, anyio.CapacityLimiter)
-            assert orch.limiter.total_tokens == 2
+    async with AsyncOrchestrator(limit=2, runner=runner) as orch:
+        assert isinstance(orch.limiter, anyio.CapacityLimiter)
+        assert orch.limiter.total_tokens == 2
 
-            def on_event(event: TaskEvent) -> None:
-                if event.kind == "transition":
-                    stats = orch.statistics()
-                    snapshots.append((stats.running, stats.created))
+        def on_event(event: TaskEvent) -> None:
+            if event.kind == "transition":
+                stats = orch.statistics()
+                snapshots.append((stats.running, stats.created))
 
-            orch.listeners.append(on_event)
-            tasks = [orch.submit(f"job {i}") for i in range(5)]
-            await wait_until(lambda: orch.statistics().running == 2)
-            # Give the other three every chance to (wrongly) start before looking.
-            for _ in range(20):
-                await anyio.sleep(0)
-            assert [t.state for t in tasks].count(TaskState.RUNNING) == 2
-            assert [t.state for t in tasks].count(TaskState.CREATED) == 3
-            assert len(spawned) == 2
-            released.set()
-            states = await orch.wait_all()
+        orch.listeners.append(on_event)
+        tasks = [orch.submit(f"job {i}") for i in range(5)]
+        await wait_until(lambda: orch.statistics().running == 2)
+        # Give the other three every chance to (wrongly) start before looking.
+        for _ in range(20):
+            await anyio.sleep(0)
+        assert [t.state for t in tasks].count(TaskState.RUNNING) == 2
+        assert [t.state for t in tasks].count(TaskState.CREATED) == 3
+        assert len(spawned) == 2
+        released.set()
+        states = await orch.wait_all()
 
     assert states == [TaskState.COMPLETED] * 5
     assert len(spawned) == 5
@@ -124,7 +126,7 @@ async def test_orchestrator_runs_at_most_limit_tasks_and_keeps_the_rest_created(
     # Whenever two ran, every other unfinished task was still waiting in CREATED.
     assert (2, 3) in snapshots
     assert all(running <= 2 for running, _ in snapshots)
-    group_cls.return_value.terminate.assert_not_called()
+    group.terminate.assert_not_called()
     for task in tasks:
         assert task.reason == "exit"
         assert task.pid == NO_SUCH_PID

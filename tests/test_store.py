@@ -14,7 +14,7 @@ import pytest
 from helpers import py, query, stored_orchestrator, wait_until
 
 from oneshot_nb import TaskState
-from oneshot_nb.runners.local import process_start_time
+from oneshot_nb.runners.procfs import start_time as process_start_time
 from oneshot_nb.storage.database import BUSY_TIMEOUT_MS, SCHEMA
 from oneshot_nb.storage.records import get_record
 from oneshot_nb.storage.store import REDACTED, Store, StoreError, connect, redact
@@ -42,15 +42,15 @@ def writes(*parts: tuple[str, bytes]) -> list[str]:
 # -- schema ---------------------------------------------------------------------------------
 
 
-def test_a_new_database_is_wal_with_a_busy_timeout_at_schema_version_2(tmp_path):
+def test_a_new_database_is_wal_with_a_busy_timeout_at_the_newest_schema_version(tmp_path):
     """connect() creates the four tables in WAL mode, waits for locks, and marks the
-    file as schema version 2."""
+    file as the newest schema version (3)."""
     path = str(tmp_path / "history.sqlite3")
     db = connect(path)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("PRAGMA busy_timeout").fetchone() == (BUSY_TIMEOUT_MS,)
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,) == (len(SCHEMA),)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"sessions", "tasks", "transitions", "chunks"}
     finally:
@@ -71,19 +71,20 @@ def test_the_database_file_is_private_and_its_directory_is_created(tmp_path):
     assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
 
 
-def test_reopening_a_database_keeps_it_at_version_2_and_keeps_its_rows(tmp_path):
+def test_reopening_a_database_keeps_its_version_and_its_rows(tmp_path):
     """A second connect() (the next kernel) migrates nothing and loses nothing."""
     path = str(tmp_path / "history.sqlite3")
     Store(path).close()
     Store(path).close()
-    assert query(path, "PRAGMA user_version") == [(2,)]
+    assert query(path, "PRAGMA user_version") == [(3,)]
     assert query(path, "SELECT count(*) FROM sessions") == [(2,)]
 
 
-def test_a_version_1_file_is_migrated_to_version_2_and_keeps_its_rows(tmp_path):
-    """Version 2 records what redaction took (the "redacted" column). A file written by
-    version 1 gets the column, keeps every row, and its old rows still say what they
-    lost, read from the text as before (they recorded nothing else)."""
+def test_a_version_1_file_is_migrated_to_the_newest_and_keeps_its_rows(tmp_path):
+    """Version 2 records what redaction took (the "redacted" column), version 3 the
+    runner and host of each task. A file written by version 1 gets the columns, keeps
+    every row, and its old rows still say what they lost, read from the text as before
+    (they recorded nothing else), and that they ran locally on their kernel's host."""
     path = str(tmp_path / "history.sqlite3")
     old = sqlite3.connect(path, isolation_level=None)
     old.execute("PRAGMA journal_mode = WAL")
@@ -99,8 +100,10 @@ def test_a_version_1_file_is_migrated_to_version_2_and_keeps_its_rows(tmp_path):
     old.execute("INSERT INTO chunks VALUES ('t1', 0, 'stdout', 2, ?)", (b"kept\n",))
     old.close()
     Store(path).close()
-    assert query(path, "PRAGMA user_version") == [(2,)]
-    assert query(path, "SELECT id, redacted FROM tasks") == [("t1", None)]
+    assert query(path, "PRAGMA user_version") == [(3,)]
+    assert query(path, "SELECT id, redacted, runner, host FROM tasks") == [
+        ("t1", None, "local", "host")
+    ]
     record = get_record("t1", path=path)
     assert (record.name, record.state, record.read_log()) == ("old", TaskState.COMPLETED, b"kept\n")
     assert (record.redacted_env, record.command_redacted) == (["API_TOKEN"], True)
@@ -113,12 +116,12 @@ def test_a_database_of_a_newer_schema_is_refused_with_a_clear_error(tmp_path):
     saying so, and is left as it was."""
     path = str(tmp_path / "history.sqlite3")
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 3")
+    db.execute("PRAGMA user_version = 4")
     db.close()
     for open_it in (connect, Store):
-        with pytest.raises(StoreError, match=r"schema version 3, newer than .* knows \(2\)"):
+        with pytest.raises(StoreError, match=r"schema version 4, newer than .* knows \(3\)"):
             open_it(path)
-    assert query(path, "PRAGMA user_version") == [(3,)]
+    assert query(path, "PRAGMA user_version") == [(4,)]
     assert query(path, "SELECT name FROM sqlite_master") == []
 
 

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import string
-import sys
 import time
 from typing import Any
 
@@ -23,10 +22,10 @@ from helpers import (
     wait_until,
 )
 
-import oneshot_nb.engine.task as task_module
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
-from oneshot_nb.engine.supervision import DRAIN_LIMIT, KILL_WAIT, OUTPUT_CUT_NOTE
+from oneshot_nb.engine.supervision import DRAIN_LIMIT, DRAIN_POLL, OUTPUT_CUT_NOTE
 from oneshot_nb.engine.task import DEFAULT_MAX_LOG_BYTES
+from oneshot_nb.runners import LocalRunner
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -301,16 +300,15 @@ async def test_stop_while_spawning_kills_the_whole_group_before_wait_returns(
 
     pid_file = tmp_path / "child.pid"
     parent = parent_of_a_sleeper(pid_file)
-    real_spawn = task_module.spawn
-    task = OneshotTask(py(parent), grace=GRACE)
 
-    async def spawn_then_stop(*args: Any) -> Any:
-        process = await real_spawn(*args)
-        await wait_until(pid_file.exists, timeout=10)
-        task.stop()
-        return process
+    class StopWhileSpawning(LocalRunner):
+        async def start(self, *args: Any) -> Any:
+            process = await super().start(*args)
+            await wait_until(pid_file.exists, timeout=10)
+            task.stop()
+            return process
 
-    monkeypatch.setattr(task_module, "spawn", spawn_then_stop)
+    task = OneshotTask(py(parent), grace=GRACE, runner=StopWhileSpawning())
     with anyio.fail_after(10):
         assert await task.run() is TaskState.INTERRUPTED
     child_pid = int(pid_file.read_text())
@@ -759,19 +757,18 @@ def test_none_disables_and_zero_grace_is_allowed():
     assert (task.idle_after, task.timeout, task.grace, task.max_log_bytes) == (None, None, 0, 0)
 
 
-def test_bad_arguments_start_nothing(monkeypatch):
+def test_bad_arguments_start_nothing():
     """Refused arguments must not spawn a process."""
     calls = []
 
-    async def spawn(*args: object) -> None:
-        calls.append(args)
+    class Recording(LocalRunner):
+        async def start(self, *args: Any) -> Any:
+            calls.append(args)
 
-    monkeypatch.setattr("oneshot_nb.engine.task.spawn", spawn)
     for bad in ({"idle_after": -1}, {"env": {"K": 2}}, {"grace": -1}):
         with pytest.raises((TypeError, ValueError)):
-            OneshotTask("true", **bad)
+            OneshotTask("true", runner=Recording(), **bad)
     assert calls == []
-    assert sys.modules["oneshot_nb.engine.task"].spawn is spawn
 
 
 def test_a_group_of_zombies_only_counts_as_gone():
@@ -779,7 +776,7 @@ def test_a_group_of_zombies_only_counts_as_gone():
     reaped (late, by a slow init) must not make it wait out the whole grace."""
     import subprocess
 
-    from oneshot_nb.runners.local import group_alive
+    from oneshot_nb.runners.terminate import ProcessGroup
 
     child = subprocess.Popen(["true"], start_new_session=True)
     try:
@@ -788,7 +785,7 @@ def test_a_group_of_zombies_only_counts_as_gone():
             assert time.monotonic() < deadline
             time.sleep(0.01)
         os.killpg(child.pid, 0)  # the group still exists for the kernel...
-        assert not group_alive(child.pid)  # ...but nothing in it runs
+        assert not ProcessGroup(child.pid).alive()  # ...but nothing in it runs
     finally:
         child.wait()
 
@@ -903,7 +900,7 @@ async def test_a_stop_keeps_output_still_in_the_pipe_while_the_store_holds_the_r
         await wait_until(marker.exists)
         task.stop()
         await wait_until(lambda: group_gone(task.pid))
-        await anyio.sleep(2 * KILL_WAIT)  # the reader has been held this long: no output
+        await anyio.sleep(2 * DRAIN_POLL)  # the reader has been held this long: no output
         gate_open.set()
     assert task.state is TaskState.INTERRUPTED
     assert task.bytes_written["stdout"] == 1024 + 40960

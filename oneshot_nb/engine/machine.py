@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from statemachine import State, StateMachine
+
+if TYPE_CHECKING:
+    from ..runners import Group
 
 
 class TaskState(str, Enum):
@@ -41,17 +44,15 @@ class Transition:
     reason: str | None = None
 
 
-class Terminable(Protocol):
-    def terminate(self) -> None: ...
-
-
 class OneshotStateMachine(StateMachine):
     """Lifecycle of one task.
 
-    Entering INTERRUPTED asks `process` to terminate; that is the only side effect a
-    transition has. Everything else (views, the store, the task's own bookkeeping) learns
-    of transitions through listeners with `after_transition(event, source, target)`.
-    An event that is not allowed from the current state raises `TransitionNotAllowed`.
+    Entering INTERRUPTED asks `process` (the command's process group) to terminate;
+    that is the only side effect a transition has. Everything else (views, the store,
+    the task's own bookkeeping) learns of transitions through listeners with
+    `after_transition(event, source, target)`, which may also take `reason`: the events
+    that end a task are given it (`machine.interrupt(reason="timeout")`). An event that
+    is not allowed from the current state raises `TransitionNotAllowed`.
     """
 
     CREATED = State(initial=True)
@@ -69,7 +70,7 @@ class OneshotStateMachine(StateMachine):
     fail = FAILED.from_(CREATED, RUNNING, IDLE)
 
     def __init__(
-        self, task_id: str, process: Terminable | None = None, **kwargs: Any
+        self, task_id: str, process: Group | None = None, **kwargs: Any
     ) -> None:
         self.task_id = task_id
         self.process = process

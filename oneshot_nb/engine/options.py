@@ -19,6 +19,9 @@ DEFAULT_IDLE_AFTER = 10.0
 DEFAULT_GRACE = 5.0
 DEFAULT_MAX_LOG_BYTES = 1 << 20
 _NO_ENV: Mapping[str, str] = MappingProxyType({})
+# An option left out of a call: its value comes from a TaskOptions. (None is a value:
+# timeout=None means never.)
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,7 +56,8 @@ class TaskOptions:
         if self.cwd is not None:
             put(self, "cwd", check_cwd(self.cwd))
         if self.env is not _NO_ENV:
-            put(self, "env", MappingProxyType(check_env(self.env)) if self.env else _NO_ENV)
+            env = check_env(self.env)  # None: no variables
+            put(self, "env", MappingProxyType(env) if env else _NO_ENV)
 
     def replace(self, **changes: Any) -> TaskOptions:
         """A copy with `changes`, checked as a new one is (an unknown name: TypeError)."""

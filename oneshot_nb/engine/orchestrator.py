@@ -1,12 +1,13 @@
-"""Many tasks on one event loop: a task group, a capacity limit, a registry, events."""
+"""Many tasks on one asyncio event loop: a task group, a capacity limit, a registry,
+events. It runs on asyncio (anyio's asyncio backend): the loop of a Jupyter kernel."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,34 +17,24 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ..runners.local import group_alive, signal_group
+from ..runners import LocalRunner, Runner, end_groups_now
 from .batch import Batch
 from .events import EventHub, Listener, OutputWanted, Subscription, TaskEvent, most_wanted
 from .machine import TaskState
-from .options import (
-    Command,
-    check_commands,
-    check_cwd,
-    check_env,
-    check_flag,
-    check_name,
-    check_options,
-)
+from .options import OPTION_NAMES, UNSET, Command, TaskOptions, check_commands, check_flag
 from .slots import Slots
-from .task import (
-    DEFAULT_GRACE,
-    DEFAULT_IDLE_AFTER,
-    DEFAULT_MAX_LOG_BYTES,
-    OneshotTask,
-)
+from .task import OneshotTask
 
 logger = logging.getLogger("oneshot_nb")
 
-_UNSET: Any = object()
-# What submit_batch passes on to submit for every task.
-BATCH_OPTIONS = frozenset(
-    {"name", "idle_after", "timeout", "grace", "cwd", "env", "max_log_bytes"}
-)
+
+
+class Lifecycle(enum.Enum):
+    """Where an orchestrator is in its life; it goes one way only."""
+
+    UNOPENED = "unopened"  # made; nothing submitted, no task group yet
+    OPENED = "opened"  # a task group runs its tasks (its own, or a background one's)
+    CLOSED = "closed"  # aclose, shutdown_now or the end of `async with`: no more submits
 
 
 class OrchestratorClosed(RuntimeError):
@@ -69,7 +60,9 @@ class OrchestratorStatistics:
 
 
 class AsyncOrchestrator:
-    """Runs tasks in an anyio task group on the running event loop, `limit` at a time.
+    """Runs tasks in an anyio task group on the running asyncio event loop, `limit` at
+    a time. It needs asyncio (anyio on its asyncio backend), which is what a Jupyter
+    kernel runs: tasks progress between cells and while a cell awaits.
 
     Use it as `async with AsyncOrchestrator() as orch:` (leaving the block stops every
     task), or, where no block can span the work (a notebook, where each cell returns),
@@ -77,35 +70,41 @@ class AsyncOrchestrator:
     starts the task group in a background task of the running asyncio loop, and
     `await orch.aclose()` ends it. Either way no process outlives `aclose`.
 
-    `idle_after`, `timeout`, `grace` and `max_log_bytes` are defaults for `submit`.
+    `options` (a TaskOptions) holds the defaults of `submit`; `idle_after`, `timeout`,
+    `grace` and `max_log_bytes` given here replace its own. `runner` says where
+    commands run (by default on this machine); `submit(runner=...)` overrides it.
     """
 
     def __init__(
         self,
         limit: int = 8,
         *,
-        idle_after: float | None = DEFAULT_IDLE_AFTER,
-        timeout: float | None = None,
-        grace: float = DEFAULT_GRACE,
-        max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+        idle_after: float | None = UNSET,
+        timeout: float | None = UNSET,
+        grace: float = UNSET,
+        max_log_bytes: int = UNSET,
+        options: TaskOptions | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self.slots = Slots(limit)
-        self.defaults: dict[str, Any] = {
-            "idle_after": idle_after,
-            "timeout": timeout,
-            "grace": grace,
-            "max_log_bytes": max_log_bytes,
-        }
-        check_options(**self.defaults)
+        if options is not None and not isinstance(options, TaskOptions):
+            raise TypeError(f"options must be a TaskOptions, got {type(options).__name__}")
+        given = {"idle_after": idle_after, "timeout": timeout, "grace": grace,
+                 "max_log_bytes": max_log_bytes}  # fmt: skip
+        # The defaults of every task submitted from now on; may be replaced at any time.
+        self.options = (options or TaskOptions()).replace(
+            **{key: value for key, value in given.items() if value is not UNSET}
+        )
+        self.runner: Runner = LocalRunner() if runner is None else runner
         self._hub = EventHub()
         # Given to each task submitted from now on (see OneshotTask.output_gate).
         self.output_gate: Callable[[], Awaitable[None]] | None = None
         self._tasks: dict[str, OneshotTask] = {}
+        self._state = Lifecycle.UNOPENED
         self._group: TaskGroup | None = None
         self._pending: list[tuple[OneshotTask, Slots | None]] = []
         self._host: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
-        self._closed = False
 
     # -- registry and state -----------------------------------------------------------
 
@@ -163,7 +162,15 @@ class AsyncOrchestrator:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._state is Lifecycle.CLOSED
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return self._state
+
+    def _check_open(self) -> None:
+        if self._state is Lifecycle.CLOSED:
+            raise OrchestratorClosed("orchestrator is closed; create a new one")
 
     # -- events -----------------------------------------------------------------------
 
@@ -191,29 +198,35 @@ class AsyncOrchestrator:
         self,
         command: Command,
         *,
-        name: str | None = None,
-        idle_after: float | None = _UNSET,
-        timeout: float | None = _UNSET,
-        grace: float = _UNSET,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        max_log_bytes: int = _UNSET,
+        name: str | None = UNSET,
+        idle_after: float | None = UNSET,
+        timeout: float | None = UNSET,
+        grace: float = UNSET,
+        cwd: str | os.PathLike[str] | None = UNSET,
+        env: Mapping[str, str] | None = UNSET,
+        max_log_bytes: int = UNSET,
         slots: Slots | None = None,
+        options: TaskOptions | None = None,
+        runner: Runner | None = None,
     ) -> OneshotTask:
         """Create a task and schedule it; return it at once, in CREATED.
 
         Synchronous, so a magic running on the loop's thread can call it. Arguments are
         checked before anything is scheduled; a bad one raises ValueError naming it.
-        `slots` runs the task under another limit than the orchestrator's (a batch's).
+        The task's options are `options` (by default the orchestrator's own) with any
+        given here replacing theirs. `slots` runs the task under another limit than the
+        orchestrator's (a batch's); `runner` runs it elsewhere than the orchestrator's
+        runner does.
         """
-        if self._closed:
-            raise OrchestratorClosed("orchestrator is closed; create a new one")
+        self._check_open()
         if slots is not None and not isinstance(slots, Slots):
             raise TypeError(f"slots must be a Slots, got {type(slots).__name__}")
-        given = {"idle_after": idle_after, "timeout": timeout, "grace": grace,
-                 "max_log_bytes": max_log_bytes}
-        options = {k: (self.defaults[k] if v is _UNSET else v) for k, v in given.items()}
-        task = OneshotTask(command, name=name, cwd=cwd, env=env, **options)
+        task = OneshotTask(
+            command, name=name, idle_after=idle_after, timeout=timeout, grace=grace,
+            cwd=cwd, env=env, max_log_bytes=max_log_bytes,
+            options=self.options if options is None else options,
+            runner=self.runner if runner is None else runner,
+        )  # fmt: skip
         task.output_gate = self.output_gate
         self._start_host()
         task.bind_to_running_loop()
@@ -245,6 +258,7 @@ class AsyncOrchestrator:
         *,
         limit: int | None = None,
         fail_fast: bool = False,
+        runner: Runner | None = None,
         **options: Any,
     ) -> Batch:
         """Submit several commands that run at most `limit` at a time (by default the
@@ -252,20 +266,22 @@ class AsyncOrchestrator:
         0 .. limit-1. `options` are those of `submit` (but `slots`) and apply to every
         task. Every argument is checked before any task is submitted.
         """
-        if self._closed:
-            raise OrchestratorClosed("orchestrator is closed; create a new one")
+        self._check_open()
         commands = check_commands(commands)
-        unknown = sorted(set(options) - BATCH_OPTIONS)
+        unknown = sorted(set(options) - OPTION_NAMES - {"options"})
         if unknown:
             raise TypeError(f"submit_batch() got unexpected options: {', '.join(unknown)}")
         check_flag("fail_fast", fail_fast)
         slots = Slots(self.limit if limit is None else limit)
-        given = {k: v for k, v in options.items() if k in self.defaults}
-        check_options(**{**self.defaults, **given})
-        check_name(options.get("name"))
-        check_cwd(options.get("cwd"))
-        check_env(options.get("env"))
-        tasks = [self.submit(command, slots=slots, **options) for command in commands]
+        base = options.pop("options", None)
+        if base is not None and not isinstance(base, TaskOptions):
+            raise TypeError(f"options must be a TaskOptions, got {type(base).__name__}")
+        # Checked once for the whole batch, and shared by its tasks.
+        shared = (base or self.options).replace(**options)
+        tasks = [
+            self.submit(command, slots=slots, options=shared, runner=runner)
+            for command in commands
+        ]
         return Batch(tasks, slots, fail_fast)
 
     async def _run(self, task: OneshotTask, slots: Slots | None) -> None:
@@ -276,7 +292,7 @@ class AsyncOrchestrator:
             logger.exception("oneshot_nb task %s failed inside the engine", task.id)
 
     def _start_host(self) -> None:
-        if self._group is not None or self._host is not None:
+        if self._state is not Lifecycle.UNOPENED or self._host is not None:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -294,15 +310,16 @@ class AsyncOrchestrator:
             await self._shutdown()
 
     def _open(self, group: TaskGroup) -> None:
+        if self._state is Lifecycle.UNOPENED:
+            self._state = Lifecycle.OPENED
         self._group = group
         pending, self._pending = self._pending, []
         for task, slots in pending:
             group.start_soon(self._run, task, slots, name=f"oneshot {task.id}")
 
     async def __aenter__(self) -> AsyncOrchestrator:
-        if self._closed:
-            raise OrchestratorClosed("orchestrator is closed; create a new one")
-        if self._group is not None or self._host is not None:
+        self._check_open()
+        if self._state is Lifecycle.OPENED or self._host is not None:
             raise RuntimeError("orchestrator is already running")
         self._cm = anyio.create_task_group()
         self._open(await self._cm.__aenter__())
@@ -314,7 +331,7 @@ class AsyncOrchestrator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        self._closed = True
+        self._state = Lifecycle.CLOSED
         with anyio.CancelScope(shield=exc is not None):
             await self._shutdown()
         return await self._cm.__aexit__(exc_type, exc, tb)
@@ -341,7 +358,7 @@ class AsyncOrchestrator:
         """Stop every task with reason "shutdown", wait until each process is reaped,
         and close. Idempotent. If cancelled, the shutdown still completes in the
         background task that hosts the group."""
-        self._closed = True
+        self._state = Lifecycle.CLOSED
         if self._host is not None:
             self._closing.set()
             await asyncio.shield(self._host)
@@ -364,18 +381,14 @@ class AsyncOrchestrator:
         5 s wait before it sends SIGTERM, which would end this wait before its SIGKILL
         and leave a stubborn process behind.
         """
-        self._closed = True
+        self._state = Lifecycle.CLOSED
         live = [task for task in self._tasks.values() if not task.done]
         for task in live:
             # A listener may touch the closed loop and raise; the state has moved anyway.
             with contextlib.suppress(RuntimeError):
                 task.interrupt(reason)
-        groups = {task.pid: task.grace for task in live if task.pid is not None}
-        deadline = time.monotonic() + min(max(groups.values(), default=0.0), max_grace)
-        while any(group_alive(pgid) for pgid in groups) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pgid in groups:
-            signal_group(pgid, signal.SIGKILL)
+        groups = {task._group: task.grace for task in live if task._group is not None}
+        end_groups_now(groups, max_grace)
 
     def __iter__(self) -> Iterator[OneshotTask]:
         return iter(self.tasks)

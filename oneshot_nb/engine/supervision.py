@@ -7,26 +7,18 @@ half reads at once. `Supervision` is a mixin: it works on the task's own state.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ByteReceiveStream
 
+from ..runners import end_group
 from .events import OutputWanted, TaskEvent, notify
 from .output import StreamDecoder
 
-if TYPE_CHECKING:
-    from ..runners.local import ProcessGroup
-
 # Large reads keep the per-chunk cost (decode, log, events) small next to the copy.
 CHUNK_SIZE = 1 << 16
-# How often a stopping task looks whether its process group is gone before the grace ends.
-GROUP_POLL = 0.05
-# How long to wait for a SIGKILLed group to vanish: a killed process dies once it is next
-# scheduled (milliseconds, even on a loaded machine). Kept short because the group also
-# looks alive while a member is a zombie that init has not reaped yet, and some inits
-# (in containers and micro-VMs) reap only every second or so.
-KILL_WAIT = 0.25
+# How long a stopped task waits between looks at its pipes once its group is gone.
+DRAIN_POLL = 0.25
 # After a stopped task's group is gone, what it wrote is what its pipes hold then: that
 # much more is read, and no more, since a daemon that left the group (setsid) may hold
 # them open and write for ever. Where a pipe cannot tell what it holds, they are read
@@ -47,12 +39,13 @@ class Supervision:
         if self.state.is_final:
             return
         code = self.returncode
-        if code == 0:
-            self._next_reason = "exit"
-            self.machine.finish()
+        if self.lost is not None:
+            self.error = str(self.lost)
+            self.machine.fail(reason=self.lost.reason)
+        elif code == 0:
+            self.machine.finish(reason="exit")
         else:
-            self._next_reason = "signal" if code is not None and code < 0 else "exit"
-            self.machine.fail()
+            self.machine.fail(reason="signal" if code is not None and code < 0 else "exit")
 
     async def _pump(self, stream: ByteReceiveStream, name: str, done: anyio.Event | None) -> None:
         # None while nobody wants text: a fresh one when someone does again, since the
@@ -144,18 +137,12 @@ class Supervision:
                 self._state_waiters.remove(wake)
 
     async def _enforce_stop(self) -> None:
-        """After the interrupt's SIGTERM, SIGKILL whatever of the group outlives `grace`;
-        then, once the group is gone, stop reading pipes that something outside it (a
-        daemon the command started with its own session) may hold open for ever."""
-        group = self._group
-        assert group is not None and self._stopped is not None
-        deadline = time.monotonic() + self.grace
-        while group.alive():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                await kill_group(group)
-                break
-            await anyio.sleep(min(GROUP_POLL, remaining))
+        """End the group by the termination policy (the interrupt sent its SIGTERM;
+        SIGKILL for what outlives `grace`); then, once it is gone, stop reading pipes
+        that something outside it (a daemon the command started with its own session)
+        may hold open for ever."""
+        assert self._group is not None and self._stopped is not None
+        await end_group(self._group, self.grace)
         assert self._stdout_done is not None and self._stderr_done is not None
         owed = self._owed_output()
         drain = gated = 0.0
@@ -165,7 +152,7 @@ class Supervision:
             # once the group is gone are not ours to wait on.
             seen = self.last_activity
             start = time.monotonic()
-            with anyio.move_on_after(KILL_WAIT):
+            with anyio.move_on_after(DRAIN_POLL):
                 await self._stdout_done.wait()
                 await self._stderr_done.wait()
             if self._stdout_done.is_set() and self._stderr_done.is_set():
@@ -212,15 +199,3 @@ def _decoder_after(previous: bytes) -> StreamDecoder:
     decoder = StreamDecoder()
     decoder.decode(previous[-3:])
     return decoder
-
-
-async def kill_group(group: ProcessGroup) -> None:
-    """SIGKILL every process in `group`, then wait up to KILL_WAIT until none is left.
-
-    Why wait: killpg only queues the signal, and a member that has not been scheduled
-    since still runs; without the wait it could outlive `wait()` and `aclose()`.
-    """
-    group.kill()
-    with anyio.move_on_after(KILL_WAIT):
-        while group.alive():
-            await anyio.sleep(GROUP_POLL)

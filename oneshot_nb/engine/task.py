@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import secrets
 import threading
@@ -15,27 +14,30 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ..runners.local import Child, ProcessGroup, spawn
+from ..runners import Group, Handle, LocalRunner, Place, Runner, RunnerLost, end_group
 from .events import Listener, OutputWanted, TaskEvent, notify
 from .machine import OneshotStateMachine, TaskState, Transition
 from .options import (
+    DEFAULT_GRACE,
+    DEFAULT_IDLE_AFTER,
+    DEFAULT_MAX_LOG_BYTES,
+    UNSET,
     Command,
+    TaskOptions,
     check_command,
     check_cwd,
-    check_env,
-    check_name,
-    check_options,
     check_task_id,
     default_name,
     environ_now,
 )
 from .output import BoundedLog
 from .slots import Slots
-from .supervision import Supervision, kill_group
+from .supervision import Supervision
 
-DEFAULT_IDLE_AFTER = 10.0
-DEFAULT_GRACE = 5.0
-DEFAULT_MAX_LOG_BYTES = 1 << 20
+__all__ = ["DEFAULT_GRACE", "DEFAULT_IDLE_AFTER", "DEFAULT_MAX_LOG_BYTES", "OneshotTask"]
+
+_DEFAULT_OPTIONS = TaskOptions()
+LOCAL = LocalRunner()  # what a task runs on when it is given no runner
 
 
 class OneshotTask(Supervision):
@@ -46,38 +48,43 @@ class OneshotTask(Supervision):
     task`) returns the final state once the process is reaped and its output drained.
     A failed spawn, a non-zero exit and a stop are states, not exceptions.
 
-    The default `idle_after` of 10 s is long enough that a compiler or a training loop
-    between log lines is not called idle, short enough that a hung agent shows soon.
-    The default `grace` of 5 s gives a process time to flush and clean up after SIGTERM.
+    The options come from `options` (a TaskOptions, checked once), with any of `name`,
+    `idle_after`, `timeout`, `grace`, `cwd`, `env` and `max_log_bytes` given here
+    replacing its own (see TaskOptions for their defaults and why). `runner` says where
+    the command runs: by default, on this machine.
     """
 
     def __init__(
         self,
         command: Command,
         *,
-        name: str | None = None,
-        idle_after: float | None = DEFAULT_IDLE_AFTER,
-        timeout: float | None = None,
-        grace: float = DEFAULT_GRACE,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+        name: str | None = UNSET,
+        idle_after: float | None = UNSET,
+        timeout: float | None = UNSET,
+        grace: float = UNSET,
+        cwd: str | os.PathLike[str] | None = UNSET,
+        env: Mapping[str, str] | None = UNSET,
+        max_log_bytes: int = UNSET,
         task_id: str | None = None,
+        options: TaskOptions | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self.command: Command = check_command(command)
-        check_options(idle_after, timeout, grace, max_log_bytes)
-        # inf means never, as None does: no watcher to run.
-        self.idle_after = None if idle_after in (None, math.inf) else float(idle_after)
-        self.timeout = None if timeout in (None, math.inf) else float(timeout)
-        self.grace = float(grace)
-        self.max_log_bytes = max_log_bytes
-        self.env: dict[str, str] = check_env(env)
+        if options is not None and not isinstance(options, TaskOptions):
+            raise TypeError(f"options must be a TaskOptions, got {type(options).__name__}")
+        given = {
+            "name": name, "idle_after": idle_after, "timeout": timeout, "grace": grace,
+            "cwd": cwd, "env": env, "max_log_bytes": max_log_bytes,
+        }  # fmt: skip
+        changes = {key: value for key, value in given.items() if value is not UNSET}
+        self.options = (options or _DEFAULT_OPTIONS).replace(**changes)
+        self.runner: Runner = LOCAL if runner is None else runner
         # Fixed now, not at spawn: a task that waits for a slot runs where, and with the
         # environment that, the kernel had when it was submitted.
-        self.cwd = check_cwd(cwd)
+        self.cwd = self.options.cwd if self.options.cwd is not None else check_cwd(None)
         self._environ = environ_now()
         self.id = check_task_id(task_id) or secrets.token_hex(4)
-        self.name = check_name(name) or default_name(self.command)
+        self.name = self.options.name or default_name(self.command)
         self.created_at = time.time()
         self.started_at: float | None = None
         self.ended_at: float | None = None
@@ -100,15 +107,16 @@ class OneshotTask(Supervision):
         # True when a stop closed pipes that a process outside the group held open.
         self.output_cut = False
         self.last_activity = time.monotonic()
-        self._log = BoundedLog(self.max_log_bytes)
-        self._next_reason: str | None = None
+        self._log = BoundedLog(self.options.max_log_bytes)
         self._ran = False
         self._settled = False
         self._idle = False  # machine.IDLE.is_active, kept by _on_transition: read per chunk
         self._done: anyio.Event | None = None
         self._watchers: TaskGroup | None = None
-        self._group: ProcessGroup | None = None
-        self._process: Child | None = None
+        self._group: Group | None = None
+        self._process: Handle | None = None
+        self._place: Place | None = None
+        self.lost: RunnerLost | None = None  # set when the runner lost the command
         self._stdout_done: anyio.Event | None = None
         self._stderr_done: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
@@ -117,7 +125,36 @@ class OneshotTask(Supervision):
         self._slot_wait: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self.machine = OneshotStateMachine(self.id, listeners=[_TaskListener(self)])
+        self.machine: OneshotStateMachine = _TaskMachine(self)
+
+    # -- its options ------------------------------------------------------------------
+
+    @property
+    def idle_after(self) -> float | None:
+        return self.options.idle_after
+
+    @property
+    def timeout(self) -> float | None:
+        return self.options.timeout
+
+    @property
+    def grace(self) -> float:
+        return self.options.grace
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        return self.options.env
+
+    @property
+    def max_log_bytes(self) -> int:
+        return self.options.max_log_bytes
+
+    @property
+    def place(self) -> Place | None:
+        """Where the command runs (runner, host, pid, start time), once it has started."""
+        if self._place is None and self._process is not None:
+            self._place = self._process.place()
+        return self._place
 
     # -- what the task is -------------------------------------------------------------
 
@@ -192,8 +229,7 @@ class OneshotTask(Supervision):
         """Fire the `interrupt` transition with `reason`, unless the task has ended."""
         if self.state.is_final:
             return
-        self._next_reason = reason
-        self.machine.interrupt()
+        self.machine.interrupt(reason=reason)
 
     async def wait(self) -> TaskState:
         """Wait until the task has ended and its process is reaped; return the state.
@@ -276,12 +312,11 @@ class OneshotTask(Supervision):
         if self.slot is not None:
             env["ONESHOT_SLOT"] = str(self.slot)
         try:
-            process = await spawn(self.command, self.cwd, env)
+            process = await self.runner.start(self.command, self.cwd, env, self.options)
         except (OSError, ValueError) as exc:  # ValueError: e.g. a cwd with a NUL byte
             self.error = f"{type(exc).__name__}: {exc}"
-            self._next_reason = "spawn error"
             if self.machine.CREATED.is_active:
-                self.machine.fail()
+                self.machine.fail(reason="spawn error")
             return
         try:
             await self._supervise(process)
@@ -289,19 +324,19 @@ class OneshotTask(Supervision):
             with anyio.CancelScope(shield=True):
                 await process.aclose()
 
-    async def _supervise(self, process: Child) -> None:
+    async def _supervise(self, process: Handle) -> None:
         self.pid = process.pid
-        self._group = group = ProcessGroup(process.pid)
+        self._process = process
+        self._group = group = process.group
         self.machine.process = group
         if not self.machine.CREATED.is_active:
             with anyio.CancelScope(shield=True):
-                await kill_group(group)  # stopped while spawning: it never gets to run
-                self.returncode = await process.wait()
+                await end_group(group, 0)  # stopped while spawning: it never gets to run
+                await self._reap()
             return
         self.started_at = time.time()
         self.last_activity = time.monotonic()
         self._stopped = anyio.Event()
-        self._process = process
         self._stdout_done, self._stderr_done = anyio.Event(), anyio.Event()
         self.machine.start()
         try:
@@ -317,13 +352,13 @@ class OneshotTask(Supervision):
                     self._watchers.start_soon(self._enforce_stop)  # stopped while starting
                 # Reaped as soon as it exits, not once its pipes end: a daemon it started
                 # may hold them open long after, and it would stay a zombie till then.
-                self._watchers.start_soon(process.wait)
+                self._watchers.start_soon(self._reap)
                 self._watchers.start_soon(
                     self._pump, process.stderr, "stderr", self._stderr_done
                 )
                 await self._pump(process.stdout, "stdout", self._stdout_done)
                 await self._stderr_done.wait()
-                self.returncode = await process.wait()
+                await self._reap()
                 if self.machine.INTERRUPTED.is_active:
                     await self._stopped.wait()
                 self._conclude()
@@ -331,23 +366,33 @@ class OneshotTask(Supervision):
             self._watchers = None
             with anyio.CancelScope(shield=True):
                 self.interrupt("shutdown")
-                with anyio.move_on_after(self.grace):
-                    await process.wait()
-                await kill_group(group)
-                self.returncode = await process.wait()
+                await end_group(group, self.grace)
+                await self._reap()
             raise
         finally:
             self._watchers = None
 
+    async def _reap(self) -> None:
+        """Wait for the command's exit and keep its code; a runner that lost it (its
+        worker died) is kept too, for `_conclude` to say."""
+        assert self._process is not None
+        try:
+            self.returncode = await self._process.wait()
+        except RunnerLost as exc:
+            self.lost = exc
+
     # -- callbacks from the state machine ----------------------------------------------
 
-    def _on_transition(self, event: str, source: TaskState, target: TaskState) -> None:
+    def _on_transition(
+        self, event: str, source: TaskState, target: TaskState, reason: str | None
+    ) -> None:
         now = time.time()
-        reason = None
         if target.is_final:
-            reason = self._next_reason or ("stopped" if target is TaskState.INTERRUPTED else "exit")
+            reason = reason or ("stopped" if target is TaskState.INTERRUPTED else "exit")
             self.reason = reason
             self.ended_at = now
+        else:
+            reason = None
         self.transitions.append(Transition(event, source, target, now, reason))
         self._idle = target is TaskState.IDLE
         if self.listeners:
@@ -382,11 +427,21 @@ class OneshotTask(Supervision):
             self._done.set()
 
 
-class _TaskListener:
-    """Hands the machine's after_transition callbacks to its task."""
+class _TaskMachine(OneshotStateMachine):
+    """A task's machine: it hands its after_transition callbacks to the task.
+
+    A method of the machine rather than a listener object: python-statemachine resolves
+    a listener's callbacks anew for every machine made, which cost about a quarter of
+    the machine's share of a short task.
+    """
 
     def __init__(self, task: OneshotTask) -> None:
-        self._task = task
+        self.task = task
+        super().__init__(task.id)
 
-    def after_transition(self, event: Any, source: Any, target: Any) -> None:
-        self._task._on_transition(str(event), TaskState(source.id), TaskState(target.id))
+    def after_transition(
+        self, event: Any, source: Any, target: Any, reason: str | None = None
+    ) -> None:
+        """`reason`: why a task ended, given to the event that ends it (machine.fail(
+        reason="spawn error")); None gives "stopped" for INTERRUPTED, else "exit"."""
+        self.task._on_transition(str(event), TaskState(source.id), TaskState(target.id), reason)

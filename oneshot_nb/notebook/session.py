@@ -50,7 +50,7 @@ def task_defaults(settings: Settings) -> dict[str, Any]:
 
 def set_default(orchestrator: AsyncOrchestrator, name: str, value: Any) -> None:
     """Make `value` the default `name` of the tasks `orchestrator` is given from now on."""
-    orchestrator.defaults[name] = value
+    orchestrator.options = orchestrator.options.replace(**{name: value})
 
 
 class PortalLoop:

@@ -1,0 +1,24 @@
+"""Where commands run: the runner protocol, the local runner, the termination policy.
+
+The engine imports only what this module exports; the rest is each runner's own.
+"""
+
+from .base import Command, Group, Handle, Orphan, Place, Runner, RunnerLost
+from .local import LocalRunner, is_running
+from .procfs import start_time
+from .terminate import end_group, end_groups_now
+
+__all__ = [
+    "Command",
+    "Group",
+    "Handle",
+    "LocalRunner",
+    "Orphan",
+    "Place",
+    "Runner",
+    "RunnerLost",
+    "end_group",
+    "end_groups_now",
+    "is_running",
+    "start_time",
+]

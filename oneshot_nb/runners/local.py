@@ -1,21 +1,84 @@
-"""Spawning a command in its own session and signalling its whole process group."""
+"""The local runner: commands run on this machine, each in a session of its own."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio
 
+from . import procfs
+from .base import Command, Orphan, Place
 from .pipes import PipeStream
+from .terminate import ProcessGroup, end_groups_now
+
+HOST = os.uname().nodename
+
+
+class LocalRunner:
+    """Runs commands on this machine: each in a new session (so one signal reaches
+    every process it starts), stdin closed, stdout and stderr through pipes that share
+    a budget (see pipes.py), its exit awaited on a pidfd."""
+
+    name = "local"
+    host = HOST
+
+    async def start(
+        self, command: Command, cwd: str | None, env: Mapping[str, str], options: Any = None
+    ) -> Child:
+        return await spawn(command, cwd, env)
+
+    def settle(self, orphans: Sequence[Orphan]) -> list[Orphan]:
+        """End what still runs of the orphans of this host (the termination policy,
+        each with its grace), and return them all; those of other hosts are not ours.
+
+        A group is signalled only when its leader is the very process the task started
+        (same pid and start time, zombie or not), or when no process has that pid any
+        more (the group's other members keep its id, which the system then cannot hand
+        out again). Where start times cannot be read, nothing is signalled.
+        """
+        ours = [o for o in orphans if o.place.host == HOST]
+        groups = {
+            ProcessGroup(o.place.pid): o.grace
+            for o in ours
+            if o.place.pid is not None and _same_leader(o.place.pid, o.place.start)
+        }
+        end_groups_now(groups)
+        return ours
+
+    def __repr__(self) -> str:
+        return "LocalRunner()"
+
+
+def _same_leader(pid: int, start: int | None) -> bool:
+    if start is None or not procfs.HAS_PROC:
+        return False
+    if not procfs.exists(pid):
+        return True
+    return procfs.start_time(pid, zombies=True) == start
+
+
+def is_running(pid: int, start: int | None) -> bool:
+    """Whether the process `pid` that started at `start` still runs here (a zombie
+    does not). Without a start time, or without /proc, any process with that pid
+    counts."""
+    if start is None or not procfs.HAS_PROC:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return procfs.start_time(pid) == start
 
 
 class Child:
-    """A spawned command: its process, and the read ends of its stdout and stderr.
+    """A command the local runner started (its `Handle`): its process, the read ends of
+    its stdout and stderr, and its process group.
 
     Its exit is awaited on a pidfd (Linux 5.3+) that the event loop watches, as trio
     does: no thread per process, which asyncio's default child watcher starts for every
@@ -31,11 +94,20 @@ class Child:
         self.stdout = stdout
         self.stderr = stderr
         self.returncode: int | None = None
+        self.group = ProcessGroup(popen.pid)
+        self._place: Place | None = None
         self._one_waiter = anyio.Lock()  # a pidfd takes one waiter at a time
         self._pidfd: int | None = None
         if hasattr(os, "pidfd_open"):
             with contextlib.suppress(OSError):  # an old kernel, or a sandbox that refuses
                 self._pidfd = os.pidfd_open(popen.pid)
+
+    def place(self) -> Place:
+        if self._place is None:
+            # Read once, while it runs: a start time read after it is reaped would be
+            # None, and recovery could not tell it from a later process with its pid.
+            self._place = Place("local", HOST, self.pid, procfs.start_time(self.pid))
+        return self._place
 
     async def wait(self) -> int:
         """Wait for the process to exit and reap it; return its exit code (negative:
@@ -71,9 +143,7 @@ class Child:
         await self.wait()
 
 
-async def spawn(
-    command: str | Sequence[str], cwd: str | None, env: Mapping[str, str] | None
-) -> Child:
+async def spawn(command: Command, cwd: str | None, env: Mapping[str, str] | None) -> Child:
     """Start `command` with stdin closed, stdout and stderr piped, in a new session.
 
     A new session makes the process the leader of its own group, so one signal reaches
@@ -111,112 +181,3 @@ async def spawn(
         os.close(out_write)
         os.close(err_write)
     return Child(popen, stdout, stderr)
-
-
-def signal_group(pgid: int, signum: int) -> bool:
-    """Send `signum` to process group `pgid`; False when the group no longer exists."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # On some systems a group whose only member is a zombie answers EPERM.
-        return False
-    return True
-
-
-def terminate_group(pgid: int) -> bool:
-    """SIGTERM to group `pgid`, then SIGCONT, so that a member stopped with SIGSTOP (or
-    Ctrl-Z's SIGTSTP) runs and can act on the SIGTERM instead of holding it pending until
-    the grace runs out. False when the group no longer exists."""
-    if not signal_group(pgid, signal.SIGTERM):
-        return False
-    signal_group(pgid, signal.SIGCONT)
-    return True
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of group `pgid` still runs.
-
-    A zombie does not count: it has exited and only waits for its parent to reap it.
-    Orphans are reaped by init, which in some containers and VMs does so late or
-    never; counting their zombies would make every stop wait out its whole grace.
-    """
-    if not signal_group(pgid, 0):
-        return False
-    running = _running_groups(fresh=False)
-    if running is not None and pgid not in running:
-        # A recent look may predate the group: only a fresh one may call it gone.
-        running = _running_groups(fresh=True)
-    return running is None or pgid in running
-
-
-_scan: tuple[float, frozenset[int] | None] = (float("-inf"), None)
-SCAN_TTL = 0.02  # stops poll together: one look at /proc serves them all
-
-
-def _running_groups(fresh: bool) -> frozenset[int] | None:
-    """The groups that have a member that is not a zombie (Linux /proc), or None where
-    /proc cannot tell."""
-    global _scan
-    now = time.monotonic()
-    if not fresh and now - _scan[0] < SCAN_TTL:
-        return _scan[1]
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        _scan = (now, None)
-        return None
-    groups = set()
-    for entry in entries:
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[0] not in (b"Z", b"X"):
-                groups.add(int(fields[2]))
-    _scan = (now, frozenset(groups))
-    return _scan[1]
-
-
-class ProcessGroup:
-    """What the state machine terminates: every process in the task's group."""
-
-    def __init__(self, pgid: int) -> None:
-        self.pgid = pgid
-        self.terminate_requested = False
-        # Set once the group was seen gone: its id may then be handed to another
-        # process group, which must never get our signals.
-        self.gone = False
-
-    def terminate(self) -> None:
-        self.terminate_requested = True
-        if not self.gone:
-            terminate_group(self.pgid)
-
-    def kill(self) -> None:
-        if not self.gone:
-            signal_group(self.pgid, signal.SIGKILL)
-
-    def alive(self) -> bool:
-        if not self.gone and not group_alive(self.pgid):
-            self.gone = True
-        return not self.gone
-
-
-def process_start_time(pid: int) -> int | None:
-    """When `pid` started, in clock ticks since boot (Linux), or None if it is gone.
-
-    A pid with the same start time is the same process; a reused pid is not. A zombie
-    (dead, not yet reaped by its parent) counts as gone.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])

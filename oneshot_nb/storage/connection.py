@@ -10,7 +10,7 @@ import sqlite3
 import time
 from typing import Any
 
-from ..runners.local import process_start_time
+from ..runners import start_time
 from . import database
 from .database import (
     DatabaseFile,
@@ -137,7 +137,7 @@ class Connection:
                 (
                     self.session,
                     os.getpid(),
-                    process_start_time(os.getpid()),
+                    start_time(os.getpid()),
                     os.uname().nodename,
                     time.time(),
                 ),
@@ -163,5 +163,5 @@ class Connection:
                 continue
             old = self.live.get(row["id"])
             if old is not None and row["pid_start"] is None:
-                row = {**row, "pid_start": old["pid_start"]}
+                row = {**row, "pid_start": old["pid_start"], "host": old["host"]}
             self.live[row["id"]] = row

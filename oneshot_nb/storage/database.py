@@ -46,6 +46,15 @@ SCHEMA = [
     """
     ALTER TABLE tasks ADD COLUMN redacted TEXT;
     """,
+    # version 3: the runner each task ran on, and the host (or worker) its processes
+    # were on; rows from before ran on this package's only runner then, on the host
+    # of their kernel
+    """
+    ALTER TABLE tasks ADD COLUMN runner TEXT;
+    ALTER TABLE tasks ADD COLUMN host TEXT;
+    UPDATE tasks SET runner = 'local',
+        host = (SELECT sessions.host FROM sessions WHERE sessions.id = tasks.session);
+    """,
 ]
 
 # What a failed write means (primary SQLite result codes). Transient: wait and write

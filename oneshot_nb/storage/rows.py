@@ -19,20 +19,21 @@ MERGE_BYTES = 4 << 20
 
 INSERT_CHUNK = "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)"
 INSERT_TRANSITION = "INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?)"
-# Only the row of the start transition carries pid_start (see Store.record): later rows
-# must not overwrite it with NULL, or recovery would take an idle task's own process for
-# a stranger that reused the pid, and leave it running.
+# Only the row of the start transition carries pid_start and host (see Store.record):
+# later rows must not overwrite them with NULL, or recovery would take an idle task's
+# own process for a stranger that reused the pid, and leave it running.
 UPSERT_TASK = """
 INSERT INTO tasks (
     id, session, name, command, argv, cwd, env, created_at, started_at, ended_at,
-    state, returncode, reason, error, pid, pid_start, grace, redacted)
+    state, returncode, reason, error, pid, pid_start, grace, redacted, runner, host)
 VALUES (
     :id, :session, :name, :command, :argv, :cwd, :env, :created_at, :started_at, :ended_at,
-    :state, :returncode, :reason, :error, :pid, :pid_start, :grace, :redacted)
+    :state, :returncode, :reason, :error, :pid, :pid_start, :grace, :redacted, :runner, :host)
 ON CONFLICT (id) DO UPDATE SET
     started_at = excluded.started_at, ended_at = excluded.ended_at, state = excluded.state,
     returncode = excluded.returncode, reason = excluded.reason, error = excluded.error,
-    pid = excluded.pid, pid_start = coalesce(excluded.pid_start, tasks.pid_start)
+    pid = excluded.pid, pid_start = coalesce(excluded.pid_start, tasks.pid_start),
+    host = coalesce(excluded.host, tasks.host)
 """
 SQL = {"chunk": INSERT_CHUNK, "task": UPSERT_TASK, "transition": INSERT_TRANSITION}
 
@@ -80,6 +81,8 @@ def task_row(task: OneshotTask, session: str) -> dict[str, Any]:
         "pid_start": None,
         "grace": task.grace,
         "redacted": json.dumps(lost),
+        "runner": task.runner.name,
+        "host": None,
     }
 
 

@@ -25,7 +25,6 @@ from ..engine.events import TaskEvent
 from ..engine.machine import TaskState
 from ..engine.orchestrator import AsyncOrchestrator
 from ..engine.task import OneshotTask
-from ..runners.local import process_start_time
 from .database import StoreError, connect, default_path
 from .redaction import REDACTED, redact
 from .rows import task_row
@@ -112,7 +111,9 @@ class Store:
 
     # -- the loop side: cheap, never blocks --------------------------------------------
 
-    def record(self, event: TaskEvent, task: OneshotTask) -> None:
+    def record(self, event: TaskEvent, task: OneshotTask | None) -> None:
+        """Queue what `event` of `task` adds to the history (`task` may be None for an
+        output event: only its id is needed)."""
         if self.error is not None or self.closed:
             self.lost_records += 1
             return
@@ -121,25 +122,29 @@ class Store:
                 if self.fault is not None and self._full():
                     self._dropped += len(event.data)
                     return
-                seq = self._seq.get(task.id, 0)
-                self._seq[task.id] = seq + 1
+                seq = self._seq.get(event.task_id, 0)
+                self._seq[event.task_id] = seq + 1
                 self._bytes_in += len(event.data)
                 self._chunks_in += 1
-                self._enqueue(("chunk", task.id, seq, event.stream, event.time, event.data))
-        elif event.kind == "transition":
+                self._enqueue(("chunk", event.task_id, seq, event.stream, event.time, event.data))
+            return
+        assert task is not None
+        if event.kind == "transition":
             row = task_row(task, self.session)
             if event.target is TaskState.RUNNING and event.source is TaskState.CREATED:
-                row["pid_start"] = process_start_time(task.pid) if task.pid else None
+                place = task.place  # asked now, while the command runs
+                if place is not None:
+                    row["pid_start"], row["host"] = place.start, place.host
             self._enqueue(("transition", task.id, event, row))
         elif event.kind in ("submitted", "settled"):  # settled: the exit code is known
             self._enqueue(("task", task_row(task, self.session)))
 
     def attach(self, orchestrator: AsyncOrchestrator) -> None:
         """Record every task of `orchestrator`, and slow its tasks when the disk lags."""
-        tasks = orchestrator._tasks
+        get = orchestrator.get
 
         def listener(event: TaskEvent) -> None:
-            self.record(event, tasks[event.task_id])
+            self.record(event, None if event.kind == "output" else get(event.task_id))
 
         listener.wants_text = False  # type: ignore[attr-defined]  # the bytes are stored
         orchestrator.listeners.append(listener)

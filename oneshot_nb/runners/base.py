@@ -1,0 +1,107 @@
+"""The runner protocol: all the engine knows of the place where a command runs.
+
+A runner starts a command and hands back a `Handle`: the command's output as two byte
+streams, its exit status to await, its process group to signal, and where it runs. The
+engine drives every runner through these alone, so a new place to run commands (a pty, a
+Dask worker) is one module behind this interface, and the engine does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from anyio.abc import ByteReceiveStream
+
+if TYPE_CHECKING:
+    from ..engine.options import TaskOptions
+
+Command = str | Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a command runs, as the history records it and recovery reads it back."""
+
+    runner: str  # the runner's name: "local", ...
+    host: str  # the host (or worker) whose processes these are
+    pid: int | None  # the group leader's pid there, which is also the group's id
+    start: int | None  # its start time, which tells it from a later process given its pid
+
+
+class RunnerLost(Exception):
+    """Raised by `Handle.wait` when the place the command ran in is gone, and its exit
+    status with it (a worker that died). The task ends FAILED with `reason`, and the
+    exception's message as its error."""
+
+    def __init__(self, message: str, reason: str = "runner lost") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Group(Protocol):
+    """Every process a command started, signalled as one."""
+
+    def terminate(self) -> None:
+        """SIGTERM to every process, then SIGCONT so that a stopped one acts on it. Once:
+        later calls do nothing. Never raises, whether or not the group still exists."""
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the group still there."""
+
+    def alive(self) -> bool:
+        """Whether any process of the group still runs (a zombie does not)."""
+
+
+class Handle(Protocol):
+    """A command a runner started. Its streams end when every process holding them has
+    closed them, which may be long after the command itself has exited."""
+
+    pid: int | None
+    stdout: ByteReceiveStream
+    stderr: ByteReceiveStream
+    group: Group
+
+    def place(self) -> Place:
+        """Where it runs (asked while it runs, by the history)."""
+        ...
+
+    async def wait(self) -> int:
+        """Wait for the command to exit; its exit code, negative for the signal that
+        killed it. RunnerLost when that can no longer be known. Cancelling the wait
+        leaves the command alone."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the streams and wait for the command to exit."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A task that a kernel left CREATED, RUNNING or IDLE when it died."""
+
+    task_id: str
+    place: Place
+    grace: float  # seconds between SIGTERM and SIGKILL for what still runs
+
+
+class Runner(Protocol):
+    """A place to run commands."""
+
+    name: str  # recorded in the history, and how recovery finds the runner of a task
+
+    async def start(
+        self, command: Command, cwd: str | None, env: Mapping[str, str], options: TaskOptions
+    ) -> Handle:
+        """Start `command` in `cwd` with `env` as its whole environment, stdin closed,
+        in a process group of its own. OSError or ValueError when it cannot start."""
+        ...
+
+    def settle(self, orphans: Sequence[Orphan]) -> list[Orphan]:
+        """Of these tasks, left running by kernels that died, end what still runs of the
+        ones that are this runner's own (the termination policy, blocking), and return
+        those: they can be marked ended. The others are left for a runner that knows
+        them."""
+        ...
