@@ -191,6 +191,21 @@ class EventHub:
             return OutputWanted.TEXT
         return most_wanted(self.listeners)
 
+    def wanted_with(self, listeners: list[Listener]) -> Callable[[], OutputWanted]:
+        """What a task's output is wanted as, asked before each chunk: by the hub's
+        listeners and subscribers, and by the task's own `listeners` (a view, a batch)
+        beside the hub's `publish`, each as much as it says."""
+        publish = self.publish
+        only_publish = [publish]
+
+        def wanted() -> OutputWanted:
+            hub = self.wanted()
+            if hub is OutputWanted.TEXT or listeners == only_publish:
+                return hub
+            return max(hub, most_wanted(one for one in listeners if one != publish))
+
+        return wanted
+
     def subscribe(self, maxsize: int = 1000) -> Subscription:
         subscription = Subscription(maxsize, self._subscriptions.remove)
         self._subscriptions.append(subscription)

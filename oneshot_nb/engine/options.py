@@ -64,6 +64,29 @@ class TaskOptions:
         return dataclasses.replace(self, **changes) if changes else self
 
 
+
+def with_changes(options: Any, changes: dict[str, Any]) -> TaskOptions:
+    """`options` (None: the defaults) with `changes` (UNSET values left out), checked."""
+    if options is None:
+        options = _DEFAULTS
+    elif not isinstance(options, TaskOptions):
+        raise TypeError(f"options must be a TaskOptions, got {type(options).__name__}")
+    return options.replace(**{key: value for key, value in changes.items() if value is not UNSET})
+
+
+def check_runner(runner: Any) -> Any:
+    """A runner: anything with a `name` (str) and a `start` method (see runners/base.py).
+    A class given for an instance is refused too: its `start` would not be bound."""
+    start = getattr(runner, "start", None)
+    if isinstance(runner, type) or not callable(start) or not isinstance(
+        getattr(runner, "name", None), str
+    ):
+        raise TypeError(
+            f"runner must be a runner (with a name and a start method), got {runner!r:.80}"
+        )
+    return runner
+
+
 OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(TaskOptions))
 
 
@@ -236,3 +259,6 @@ def check_flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
     return value
+
+
+_DEFAULTS = TaskOptions()  # after the checks it runs are defined

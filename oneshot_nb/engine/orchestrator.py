@@ -9,7 +9,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -19,9 +19,18 @@ from anyio.abc import TaskGroup
 
 from ..runners import LocalRunner, Runner, end_groups_now
 from .batch import Batch
-from .events import EventHub, Listener, OutputWanted, Subscription, TaskEvent, most_wanted
+from .events import EventHub, Listener, Subscription, TaskEvent
 from .machine import TaskState
-from .options import OPTION_NAMES, UNSET, Command, TaskOptions, check_commands, check_flag
+from .options import (
+    OPTION_NAMES,
+    UNSET,
+    Command,
+    TaskOptions,
+    check_commands,
+    check_flag,
+    check_runner,
+    with_changes,
+)
 from .slots import Slots
 from .task import OneshotTask
 
@@ -58,6 +67,13 @@ class OrchestratorStatistics:
         """Tasks holding a slot: RUNNING or IDLE."""
         return self.running + self.idle
 
+    @classmethod
+    def count(cls, limit: int, tasks: Iterable[OneshotTask]) -> OrchestratorStatistics:
+        counts = dict.fromkeys(TaskState, 0)
+        for task in tasks:
+            counts[task.state] += 1
+        return cls(limit, *(counts[state] for state in TaskState))
+
 
 class AsyncOrchestrator:
     """Runs tasks in an anyio task group on the running asyncio event loop, `limit` at
@@ -87,15 +103,10 @@ class AsyncOrchestrator:
         runner: Runner | None = None,
     ) -> None:
         self.slots = Slots(limit)
-        if options is not None and not isinstance(options, TaskOptions):
-            raise TypeError(f"options must be a TaskOptions, got {type(options).__name__}")
         given = {"idle_after": idle_after, "timeout": timeout, "grace": grace,
                  "max_log_bytes": max_log_bytes}  # fmt: skip
-        # The defaults of every task submitted from now on; may be replaced at any time.
-        self.options = (options or TaskOptions()).replace(
-            **{key: value for key, value in given.items() if value is not UNSET}
-        )
-        self.runner: Runner = LocalRunner() if runner is None else runner
+        self._options = with_changes(options, given)
+        self.runner: Runner = LocalRunner() if runner is None else check_runner(runner)
         self._hub = EventHub()
         # Given to each task submitted from now on (see OneshotTask.output_gate).
         self.output_gate: Callable[[], Awaitable[None]] | None = None
@@ -107,6 +118,15 @@ class AsyncOrchestrator:
         self._closing = asyncio.Event()
 
     # -- registry and state -----------------------------------------------------------
+
+    @property
+    def options(self) -> TaskOptions:
+        """The defaults of every task submitted from now on; may be replaced."""
+        return self._options
+
+    @options.setter
+    def options(self, options: TaskOptions) -> None:
+        self._options = with_changes(options, {})
 
     @property
     def limit(self) -> int:
@@ -147,18 +167,7 @@ class AsyncOrchestrator:
         return [task for task in self._tasks.values() if task.name == key]
 
     def statistics(self) -> OrchestratorStatistics:
-        counts = dict.fromkeys(TaskState, 0)
-        for task in self._tasks.values():
-            counts[task.state] += 1
-        return OrchestratorStatistics(
-            self.limit,
-            counts[TaskState.CREATED],
-            counts[TaskState.RUNNING],
-            counts[TaskState.IDLE],
-            counts[TaskState.INTERRUPTED],
-            counts[TaskState.COMPLETED],
-            counts[TaskState.FAILED],
-        )
+        return OrchestratorStatistics.count(self.limit, self._tasks.values())
 
     @property
     def closed(self) -> bool:
@@ -231,20 +240,8 @@ class AsyncOrchestrator:
         self._start_host()
         task.bind_to_running_loop()
         self._tasks[task.id] = task
-        publish = self._hub.publish
-        task.listeners.append(publish)
-        # Output is wanted by the orchestrator's listeners and subscribers, and by the
-        # task's own (a view, a batch), each as much as it says (see OutputWanted).
-        only_publish = [publish]
-
-        def output_wanted() -> OutputWanted:
-            wanted = self._hub.wanted()
-            if wanted is OutputWanted.TEXT or task.listeners == only_publish:
-                return wanted
-            own = most_wanted(listener for listener in task.listeners if listener is not publish)
-            return max(wanted, own)
-
-        task.output_wanted = output_wanted
+        task.listeners.append(self._hub.publish)
+        task.output_wanted = self._hub.wanted_with(task.listeners)
         self._hub.publish(TaskEvent(task.id, "submitted", time.time()))
         if self._group is not None:
             self._group.start_soon(self._run, task, slots, name=f"oneshot {task.id}")
@@ -273,11 +270,9 @@ class AsyncOrchestrator:
             raise TypeError(f"submit_batch() got unexpected options: {', '.join(unknown)}")
         check_flag("fail_fast", fail_fast)
         slots = Slots(self.limit if limit is None else limit)
-        base = options.pop("options", None)
-        if base is not None and not isinstance(base, TaskOptions):
-            raise TypeError(f"options must be a TaskOptions, got {type(base).__name__}")
         # Checked once for the whole batch, and shared by its tasks.
-        shared = (base or self.options).replace(**options)
+        base = options.pop("options", None)
+        shared = with_changes(self.options if base is None else base, options)
         tasks = [
             self.submit(command, slots=slots, options=shared, runner=runner)
             for command in commands

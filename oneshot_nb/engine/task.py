@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ..runners import Group, Handle, LocalRunner, Place, Runner, RunnerLost, end_group
+from ..runners import Group, Handle, LocalRunner, Place, Runner, RunnerLost
 from .events import Listener, OutputWanted, TaskEvent, notify
 from .machine import OneshotStateMachine, TaskState, Transition
 from .options import (
@@ -26,21 +26,21 @@ from .options import (
     TaskOptions,
     check_command,
     check_cwd,
+    check_runner,
     check_task_id,
     default_name,
     environ_now,
+    with_changes,
 )
 from .output import BoundedLog
-from .slots import Slots
-from .supervision import Supervision
+from .running import Running
 
 __all__ = ["DEFAULT_GRACE", "DEFAULT_IDLE_AFTER", "DEFAULT_MAX_LOG_BYTES", "OneshotTask"]
 
-_DEFAULT_OPTIONS = TaskOptions()
 LOCAL = LocalRunner()  # what a task runs on when it is given no runner
 
 
-class OneshotTask(Supervision):
+class OneshotTask(Running):
     """A shell command (or argv list) run in the background, with a lifecycle.
 
     `machine` is the single source of truth for the state; `state`, `reason` and the
@@ -70,15 +70,12 @@ class OneshotTask(Supervision):
         runner: Runner | None = None,
     ) -> None:
         self.command: Command = check_command(command)
-        if options is not None and not isinstance(options, TaskOptions):
-            raise TypeError(f"options must be a TaskOptions, got {type(options).__name__}")
         given = {
             "name": name, "idle_after": idle_after, "timeout": timeout, "grace": grace,
             "cwd": cwd, "env": env, "max_log_bytes": max_log_bytes,
         }  # fmt: skip
-        changes = {key: value for key, value in given.items() if value is not UNSET}
-        self.options = (options or _DEFAULT_OPTIONS).replace(**changes)
-        self.runner: Runner = LOCAL if runner is None else runner
+        self.options = with_changes(options, given)
+        self.runner: Runner = LOCAL if runner is None else check_runner(runner)
         # Fixed now, not at spawn: a task that waits for a slot runs where, and with the
         # environment that, the kernel had when it was submitted.
         self.cwd = self.options.cwd if self.options.cwd is not None else check_cwd(None)
@@ -256,130 +253,6 @@ class OneshotTask(Supervision):
 
     def __await__(self) -> Generator[Any, None, TaskState]:
         return self.wait().__await__()
-
-    # -- the run ----------------------------------------------------------------------
-
-    async def run(self, slots: Slots | None = None) -> TaskState:
-        """Wait for a slot, run the command to its end, and return the final state.
-
-        On cancellation the process group is terminated (SIGKILL after `grace`) and
-        reaped inside a shielded scope, the task ends INTERRUPTED with reason
-        "shutdown", and the cancellation propagates.
-        """
-        if slots is not None and not isinstance(slots, Slots):
-            raise TypeError(f"slots must be a Slots, got {type(slots).__name__}")
-        if self._ran:
-            raise RuntimeError(f"task {self.id} has already been run")
-        self._ran = True
-        try:
-            self._loop = asyncio.get_running_loop()
-            self._loop_thread = threading.get_ident()
-        except RuntimeError:
-            pass  # another backend: stop() must then be called from the loop's thread
-        try:
-            if slots is None:
-                await self._run_when_allowed()
-            else:
-                await self._run_in_slot(slots)
-        except BaseException:
-            self.interrupt("shutdown")  # cancelled before the process started
-            raise
-        finally:
-            self._settle()
-        return self.state
-
-    async def _run_in_slot(self, slots: Slots) -> None:
-        if not self.machine.CREATED.is_active:
-            return  # stopped before it ran: it must not take a turn from the others
-        slot = None
-        with anyio.CancelScope() as self._slot_wait:
-            slot = await slots.acquire()
-        self._slot_wait = None
-        if slot is None:
-            return  # stopped while waiting
-        try:
-            self.slot = slot
-            await self._run_when_allowed()
-        finally:
-            slots.release(slot)
-
-    async def _run_when_allowed(self) -> None:
-        if self.machine.CREATED.is_active:
-            await self._execute()
-
-    async def _execute(self) -> None:
-        env = {**self._environ, **self.env, "ONESHOT_TASK_ID": self.id}
-        if self.slot is not None:
-            env["ONESHOT_SLOT"] = str(self.slot)
-        try:
-            process = await self.runner.start(self.command, self.cwd, env, self.options)
-        except (OSError, ValueError) as exc:  # ValueError: e.g. a cwd with a NUL byte
-            self.error = f"{type(exc).__name__}: {exc}"
-            if self.machine.CREATED.is_active:
-                self.machine.fail(reason="spawn error")
-            return
-        try:
-            await self._supervise(process)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await process.aclose()
-
-    async def _supervise(self, process: Handle) -> None:
-        self.pid = process.pid
-        self._process = process
-        self._group = group = process.group
-        self.machine.process = group
-        if not self.machine.CREATED.is_active:
-            with anyio.CancelScope(shield=True):
-                await end_group(group, 0)  # stopped while spawning: it never gets to run
-                await self._reap()
-            return
-        self.started_at = time.time()
-        self.last_activity = time.monotonic()
-        self._stopped = anyio.Event()
-        self._stdout_done, self._stderr_done = anyio.Event(), anyio.Event()
-        self.machine.start()
-        try:
-            # Few tasks, and none cancelled on the way out: the watchers return by
-            # themselves once the state is final. This keeps the cost of a short command
-            # close to that of the process itself.
-            async with anyio.create_task_group() as self._watchers:
-                if self.idle_after is not None:
-                    self._watchers.start_soon(self._watch_silence)
-                if self.timeout is not None:
-                    self._watchers.start_soon(self._watch_timeout)
-                if self.machine.INTERRUPTED.is_active:
-                    self._watchers.start_soon(self._enforce_stop)  # stopped while starting
-                # Reaped as soon as it exits, not once its pipes end: a daemon it started
-                # may hold them open long after, and it would stay a zombie till then.
-                self._watchers.start_soon(self._reap)
-                self._watchers.start_soon(
-                    self._pump, process.stderr, "stderr", self._stderr_done
-                )
-                await self._pump(process.stdout, "stdout", self._stdout_done)
-                await self._stderr_done.wait()
-                await self._reap()
-                if self.machine.INTERRUPTED.is_active:
-                    await self._stopped.wait()
-                self._conclude()
-        except BaseException:
-            self._watchers = None
-            with anyio.CancelScope(shield=True):
-                self.interrupt("shutdown")
-                await end_group(group, self.grace)
-                await self._reap()
-            raise
-        finally:
-            self._watchers = None
-
-    async def _reap(self) -> None:
-        """Wait for the command's exit and keep its code; a runner that lost it (its
-        worker died) is kept too, for `_conclude` to say."""
-        assert self._process is not None
-        try:
-            self.returncode = await self._process.wait()
-        except RunnerLost as exc:
-            self.lost = exc
 
     # -- callbacks from the state machine ----------------------------------------------
 
