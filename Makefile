@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test lint bench clean screenshots
+.PHONY: lab test test-fast lint bench clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test: $(VENV)/.test-installed $(CHROMIUM)
 	$(BIN)/ruff check oneshot_nb tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+# The tests to run while editing, in under a minute: everything but real kernels (marked
+# `kernel`), the notebooks (nbval is not even loaded: importing it takes two seconds),
+# the browser and the two `slow` tests. `make test` runs them all.
+test-fast: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -p no:nbval -o addopts="-ra -p no:cacheprovider" \
+		tests --ignore=tests/browser -m "not kernel and not slow"
 
 # Refreshes docs/*.png from the browser tests (they write no screenshots otherwise).
 screenshots: $(VENV)/.test-installed

@@ -11,13 +11,12 @@ Measured figures (stop latency, click latency) are printed; see them with `pytes
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import Any
 
 import pytest
-from helpers import live_members
+from helpers.processes import group_exists, live_members, pid_exists
 
 try:
     from playwright.sync_api import Error as PlaywrightError
@@ -147,9 +146,7 @@ def _wait_group_gone(pgid: int, timeout: float) -> str:
     """Poll until no process of group `pgid` runs; say how it was seen to be gone."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not group_exists(pgid):
             return "no such group"
         if not live_members(pgid):
             return "only zombies left, awaiting PID 1"
@@ -186,7 +183,7 @@ def test_stop_button_interrupts_and_kills_the_group(notebook):
     expect(output.locator(".oneshot-log")).to_contain_text("CHILD=")
     pid = int(re.search(r"PID=(\d+)", notebook.output(2).inner_text()).group(1))
     child = int(re.search(r"CHILD=(\d+)", output.locator(".oneshot-log").inner_text()).group(1))
-    os.killpg(pid, 0)  # alive before the click
+    assert group_exists(pid)  # alive before the click
     stop = output.locator("button", has_text="Stop")
     expect(badge(output)).to_have_attribute("data-state", "RUNNING")
     expect(stop).to_be_enabled()
@@ -212,8 +209,7 @@ def test_stop_button_interrupts_and_kills_the_group(notebook):
     expect(stop).to_be_disabled()
     how = _wait_group_gone(pid, timeout=10)
     gone = time.monotonic() - clicked
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)  # the leader is reaped by the kernel, not just dead
+    assert not pid_exists(pid)  # the leader is reaped by the kernel, not just dead
     assert child not in live_members(pid)
     print(
         f"\nstop: click -> INTERRUPTED shown {latency:.3f}s (in the page); "
@@ -307,7 +303,7 @@ def test_idle_then_running_again(notebook):
             time.sleep(0.2)
         """,
     )
-    server.write_notebook("idle.ipynb", ["%oneshot --idle 1 --name agent python -u quiet.py"])
+    server.write_notebook("idle.ipynb", ["%oneshot --idle 2 --name agent python -u quiet.py"])
     notebook.open("idle.ipynb")
     notebook.run(1)
     output = notebook.output(1)
@@ -336,10 +332,10 @@ def test_idle_then_running_again(notebook):
     back = next(r for r in seen[seen.index(idle[0]) :] if r["state"] == "RUNNING")
     resumed = next(r for r in seen if r["resumed"])
     # The log and the badge flush on their own timers (each at most ~10 Hz), so either
-    # may show the change a moment before the other; a moment, not the 1 s of --idle.
+    # may show the change a moment before the other; a moment, not the 2 s of --idle.
     lag = (back["t"] - resumed["t"]) / 1000
     print(f"\nidle: RUNNING shown {lag:+.3f}s after the resumed output")
-    assert abs(lag) < 0.5, f"badge and log {lag:.2f}s apart: {seen}"
+    assert abs(lag) < 1.0, f"badge and log {lag:.2f}s apart: {seen}"
     states = _compact([r["state"] for r in seen])
     assert states[states.index("IDLE") - 1 :] == ["RUNNING", "IDLE", "RUNNING", "COMPLETED"], states
 

@@ -116,7 +116,7 @@ PARTS = (b"one \xc3", b"\xa9 two \xe2\x82", b"\xac three")
 
 
 @pytest.mark.parametrize("gap", ["bytes only", "nobody"])
-async def test_text_wanted_again_after_a_gap_continues_from_the_chunk_before(gap: str):
+async def test_text_wanted_again_after_a_gap_continues_from_the_chunk_before(gap: str, tmp_path):
     """When text is wanted again after output that nobody decoded (only a bytes-only
     listener, or no listener at all), decoding starts at the end of the chunk just
     before: a character cut there comes out whole, and nothing held from before the
@@ -136,13 +136,21 @@ async def test_text_wanted_again_after_a_gap_continues_from_the_chunk_before(gap
         if gap == "bytes only":
             orch.listeners.append(bytes_only)
         orch.listeners.append(text_listener)
+        # Each write waits for the test to have read the one before (go0, go1).
+        go = [tmp_path / "go0", tmp_path / "go1"]
         task = orch.submit(py(
-            "import sys, time; out = sys.stdout.buffer\n"
-            f"for part in {PARTS!r}:\n"
-            "    out.write(part); out.flush(); time.sleep(0.4)"
+            "import os, sys, time; out = sys.stdout.buffer\n"
+            f"out.write({PARTS[0]!r}); out.flush()\n"
+            f"while not os.path.exists({str(go[0])!r}): time.sleep(0.005)\n"
+            f"out.write({PARTS[1]!r}); out.flush()\n"
+            f"while not os.path.exists({str(go[1])!r}): time.sleep(0.005)\n"
+            f"out.write({PARTS[2]!r}); out.flush()\n"
         ))
+        await wait_until(lambda: task.bytes_written["stdout"] == len(PARTS[0]))
+        go[0].touch()
         await wait_until(lambda: task.bytes_written["stdout"] == len(PARTS[0] + PARTS[1]))
         orch.listeners.append(text_listener)  # before the third write
+        go[1].touch()
         await task.wait()
     assert texts == ["one ", "\u20ac three"]
 

@@ -1,17 +1,23 @@
-"""The state machine alone: six states, six events, and which transitions are allowed."""
+"""The state machine: six states, six events, which transitions are allowed, and what
+its listeners are told of a task's run."""
 
 from __future__ import annotations
 
+from typing import Any
 from unittest.mock import Mock
 
 import pytest
+from helpers import py, wait_for_line
 from statemachine.exceptions import TransitionNotAllowed
 
-from oneshot_nb import OneshotStateMachine, TaskState
+from oneshot_nb import AsyncOrchestrator, OneshotStateMachine, TaskState
 from oneshot_nb.engine.machine import FINAL_STATES
 
 STATES = ["CREATED", "RUNNING", "IDLE", "INTERRUPTED", "COMPLETED", "FAILED"]
 EVENTS = ["start", "detect_silence", "detect_activity", "interrupt", "finish", "fail"]
+
+GRACE = 0.3
+LONG = py("import time; print('up', flush=True); time.sleep(100)")
 
 # (source, event) -> target; every pair not listed must raise TransitionNotAllowed.
 ALLOWED = {
@@ -173,3 +179,42 @@ def test_task_state_follows_the_machine():
                             ("fail", TaskState.FAILED)]:
         machine.send(event)
         assert machine.task_state is expected
+
+
+# -- the reason, as an argument of the machine's events -------------------------------------
+
+
+class ReasonListener:
+    """A listener of the state machine: what each transition was given as `reason`."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+
+    def after_transition(self, event: Any, source: Any, target: Any, reason: Any = None) -> None:
+        self.seen.append((target.id, reason))
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_the_machines_listeners_get_why_a_task_ended_as_the_events_reason(tmp_path):
+    """The events that end a task carry `reason` as an argument, so a listener added
+    with `machine.add_listener` learns why: "timeout", "stopped", "exit" and "spawn
+    error". An engine that set the reason on the task only, or gave the events none,
+    breaks this."""
+    async with AsyncOrchestrator(grace=GRACE) as orch:
+        timed_out = orch.submit(LONG, timeout=0.3)
+        stopped = orch.submit(LONG)
+        exited = orch.submit(py("print('bye')"))
+        unstartable = orch.submit(py("pass"), cwd=tmp_path / "missing")
+        listeners = {}
+        for task in (timed_out, stopped, exited, unstartable):
+            listeners[task] = ReasonListener()
+            task.machine.add_listener(listeners[task])
+        await wait_for_line(stopped, "up")
+        stopped.stop()
+        await orch.wait_all()
+    assert listeners[timed_out].seen == [("RUNNING", None), ("INTERRUPTED", "timeout")]
+    assert listeners[stopped].seen == [("RUNNING", None), ("INTERRUPTED", "stopped")]
+    assert listeners[exited].seen == [("RUNNING", None), ("COMPLETED", "exit")]
+    assert listeners[unstartable].seen == [("FAILED", "spawn error")]
+    assert [task.reason for task in listeners] == ["timeout", "stopped", "exit", "spawn error"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-import os
 import sys
 from typing import Any
 
 import anyio
 import pytest
-from helpers import group_gone, py, reaped, wait_for_line, wait_until
+from helpers import py, wait_for_line, wait_until
+from helpers.processes import group_gone, open_fds, our_zombies, reaped
 
 from oneshot_nb import (
     AsyncOrchestrator,
@@ -22,31 +22,12 @@ from oneshot_nb import (
     TaskEvent,
     TaskState,
 )
+from oneshot_nb.engine.orchestrator import Lifecycle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 GRACE = 0.3
 LONG = py("import time; print('up', flush=True); time.sleep(100)")
-
-
-def our_zombies() -> list[int]:
-    """Pids in /proc that are zombies whose parent is this process."""
-    zombies = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] == "Z" and int(fields[1]) == os.getpid():
-            zombies.append(int(entry))
-    return zombies
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def host_tasks() -> list[asyncio.Task]:
@@ -603,3 +584,45 @@ async def test_a_queued_task_runs_in_the_directory_it_was_submitted_from(
         await orch.wait_all()
     assert here.output == f"{a} at submit\n"
     assert relative.output == f"{a / 'sub'} at submit\n"
+
+
+# -- the orchestrator's lifecycle ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_an_orchestrator_used_as_a_block_is_unopened_then_opened_then_closed():
+    """UNOPENED when made, OPENED inside `async with` while tasks run, CLOSED after;
+    a submit after that raises OrchestratorClosed saying to create a new one."""
+    orch = AsyncOrchestrator(grace=GRACE)
+    assert orch.lifecycle is Lifecycle.UNOPENED
+    async with orch:
+        assert orch.lifecycle is Lifecycle.OPENED
+        task = orch.submit(LONG)
+        await wait_for_line(task, "up")
+        assert orch.lifecycle is Lifecycle.OPENED
+    assert orch.lifecycle is Lifecycle.CLOSED and orch.closed
+    assert task.state is TaskState.INTERRUPTED and task.reason == "shutdown"
+    with pytest.raises(OrchestratorClosed, match=r"^orchestrator is closed; create a new one$"):
+        orch.submit(py("pass"))
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_hosted_orchestrator_is_unopened_then_opened_then_closed_by_aclose():
+    """The notebook's form: the first submit from a coroutine opens it (a background
+    task hosts its task group), `await orch.aclose()` closes it; then a submit raises
+    OrchestratorClosed saying to create a new one."""
+    orch = AsyncOrchestrator(grace=GRACE)
+    assert orch.lifecycle is Lifecycle.UNOPENED
+    task = orch.submit(LONG)
+    await wait_for_line(task, "up")
+    assert orch.lifecycle is Lifecycle.OPENED
+    await orch.aclose()
+    assert orch.lifecycle is Lifecycle.CLOSED and orch.closed
+    assert task.state is TaskState.INTERRUPTED and task.done
+    assert group_gone(task.pid)
+    with pytest.raises(OrchestratorClosed, match=r"^orchestrator is closed; create a new one$"):
+        orch.submit(py("pass"))
+    with pytest.raises(OrchestratorClosed, match="create a new one"):
+        orch.submit_batch([py("pass")])

@@ -3,22 +3,17 @@ time through jupyter_client, with the replies and outputs a frontend would see."
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import eventually, group_gone
-from jupyter_client.manager import start_new_kernel
+from helpers import eventually
+from helpers.kernel import Kernel
+from helpers.processes import group_gone, kill_group
 
 from oneshot_nb.engine.task import DEFAULT_GRACE
 
-WIDGET = "application/vnd.jupyter.widget-view+json"
 # A command that outlives SIGTERM, so that only the SIGKILL after the grace ends it.
 STUBBORN = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -44,69 +39,11 @@ async def until(condition, timeout=10.0):
 """
 
 
-@dataclass
-class Reply:
-    """What a frontend sees of one executed cell."""
-
-    status: str
-    error: str = ""  # "Ename: evalue" when status is "error"
-    stdout: str = ""
-    stderr: str = ""
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def views(self) -> int:
-        """How many widget views the cell displayed, as display data or as its result."""
-        shown = [m for m in self.messages if m["msg_type"] in ("display_data", "execute_result")]
-        return sum(1 for m in shown if WIDGET in m["content"]["data"])
-
-    def value(self) -> Any:
-        """The JSON the cell printed last."""
-        return json.loads(self.stdout.strip().splitlines()[-1])
-
-
-class Kernel:
-    def __init__(self, *arguments: str) -> None:
-        # No history database: these tests are about the magics, not the store.
-        env = {**os.environ, "ONESHOT_NB_DB": ":memory:"}
-        self.manager, self.client = start_new_kernel(
-            kernel_name="python3", extra_arguments=list(arguments), env=env
-        )
-        self.ok(SETUP)
-
-    def run(self, code: str, timeout: float = 30) -> Reply:
-        messages: list[dict[str, Any]] = []
-        reply = self.client.execute_interactive(code, timeout=timeout, output_hook=messages.append)
-        content = reply["content"]
-        result = Reply(content["status"], messages=messages)
-        if content["status"] == "error":
-            result.error = f"{content['ename']}: {content['evalue']}"
-        for m in messages:
-            if m["msg_type"] == "stream":
-                name = m["content"]["name"]
-                setattr(result, name, getattr(result, name) + m["content"]["text"])
-        return result
-
-    def ok(self, code: str, timeout: float = 30) -> Reply:
-        reply = self.run(code, timeout)
-        assert reply.status == "ok", f"{reply.error}\n{reply.stderr}"
-        return reply
-
-    def value(self, code: str, timeout: float = 30) -> Any:
-        return self.ok(code, timeout).value()
-
-    def shutdown(self, now: bool = True) -> None:
-        self.client.stop_channels()
-        self.manager.shutdown_kernel(now=now)
-
-
 @pytest.fixture(scope="module")
 def kernel() -> Iterator[Kernel]:
-    kernel = Kernel()
+    kernel = Kernel(setup=SETUP)
     yield kernel
     kernel.shutdown(now=False)  # as a frontend does: the kernel stops its tasks
-
-
 
 
 # -- scheduling ----------------------------------------------------------------------------
@@ -155,7 +92,7 @@ during = sorted({th.name for th in threading.enumerate()} - before)
 await first.wait(); await second.wait()
 orchestrator = magics.orchestrator
 print(json.dumps({
-    "thread": magics._thread is None,
+    "thread": magics.session.portal is None,
     "same": first in orchestrator.tasks and second in orchestrator.tasks,
     "loop": orchestrator._host.get_loop() is asyncio.get_running_loop(),
     "during": during,
@@ -389,20 +326,17 @@ def test_invalid_config_is_refused_and_changes_nothing(kernel):
 
 
 @pytest.mark.timeout(60)
-def test_config_given_to_the_kernel_is_honoured():
+def test_config_given_to_the_kernel_is_honoured(kernels):
     """--OneshotMagics.* on the kernel's command line (as c.OneshotMagics.* in a config
     file) sets the limit of the orchestrator and of batches, and task defaults."""
-    kernel = Kernel("--OneshotMagics.limit=3", "--OneshotMagics.idle_after=2.5")
-    try:
-        result = kernel.value(
-            "t = %oneshot --quiet true\n"
-            "print(json.dumps([magics.limit, magics.orchestrator.limit, t.idle_after]))"
-        )
-        assert result == [3, 3, 2.5]
-        kernel.ok("%%oneshot_parallel --quiet --out jobs\ntrue")
-        assert kernel.value("await jobs.wait()\nprint(json.dumps(jobs.limit))") == 3
-    finally:
-        kernel.shutdown()
+    kernel = kernels("--OneshotMagics.limit=3", "--OneshotMagics.idle_after=2.5", setup=SETUP)
+    result = kernel.value(
+        "t = %oneshot --quiet true\n"
+        "print(json.dumps([magics.limit, magics.orchestrator.limit, t.idle_after]))"
+    )
+    assert result == [3, 3, 2.5]
+    kernel.ok("%%oneshot_parallel --quiet --out jobs\ntrue")
+    assert kernel.value("await jobs.wait()\nprint(json.dumps(jobs.limit))") == 3
 
 
 # -- unloading -------------------------------------------------------------------------------
@@ -438,10 +372,10 @@ print(json.dumps([same, t.state, t.reason]))
 
 
 @pytest.mark.timeout(60)
-def test_kernel_shutdown_leaves_no_process(tmp_path: Path):
+def test_kernel_shutdown_leaves_no_process(tmp_path: Path, kernels):
     """Shutting the kernel down stops every task, one that ignores SIGTERM included (after
     the grace), with reason "shutdown"; no process of theirs survives the kernel."""
-    kernel = Kernel()
+    kernel = kernels(setup=SETUP)
     record = tmp_path / "transitions.txt"
     try:
         pids = kernel.value(
@@ -469,11 +403,11 @@ print(json.dumps({{t.id: t.pid for t in (plain, stubborn)}}))
 
 
 @pytest.mark.timeout(60)
-def test_kernel_shutdown_with_the_default_grace_leaves_no_process():
+def test_kernel_shutdown_with_the_default_grace_leaves_no_process(kernels):
     """A task that ignores SIGTERM does not outlive a kernel shut down by its frontend,
     with the default grace too: jupyter_client SIGTERMs a kernel still running 2.5 s
     into its shutdown, so the wait at exit must end (and SIGKILL) before that."""
-    kernel = Kernel()
+    kernel = kernels(setup=SETUP)
     try:
         pid = kernel.value(
             f"""
@@ -490,4 +424,4 @@ print(json.dumps(stubborn.pid))
         eventually(lambda: group_gone(pid), timeout=3)
     finally:
         if not group_gone(pid):
-            os.killpg(pid, signal.SIGKILL)
+            kill_group(pid)

@@ -6,47 +6,27 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
-from helpers import eventually, group_gone
+from helpers import eventually
+from helpers.processes import group_gone
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import TraitError
 from traitlets.config import Config
 
 from oneshot_nb import Batch, OneshotTask, TaskState
-from oneshot_nb.notebook import extension
 from oneshot_nb.notebook.extension import load
 from oneshot_nb.notebook.magics import OneshotMagics
 
 pytestmark = pytest.mark.timeout(30)
 
 
-
-
 @pytest.fixture
-def ip() -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    names = set(shell.user_ns)
-    yield shell
-    for name in set(shell.user_ns) - names:
-        del shell.user_ns[name]
-    # %config merges even a value it refuses into the shell's config, which magics
-    # loaded later would read.
-    shell.config.pop("OneshotMagics", None)
-
-
-@pytest.fixture
-def magics(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> Iterator[OneshotMagics]:
-    monkeypatch.setenv("ONESHOT_NB_DB", ":memory:")  # no history written to the home dir
-    magics = load(ip)
-    magics.grace = 0.5
-    yield magics
-    magics._at_exit()
-    ip.events.unregister("pre_run_cell", magics.new_cell)
-    ip.configurables.remove(magics)
-    extension._loaded.pop(ip, None)  # the next test loads fresh magics
+def db(monkeypatch: pytest.MonkeyPatch) -> str:
+    """No history: these tests are about the magics (and write nothing to the home dir)."""
+    monkeypatch.setenv("ONESHOT_NB_DB", ":memory:")
+    return ":memory:"
 
 
 def oneshot(ip: InteractiveShell, line: str) -> OneshotTask:
@@ -64,7 +44,7 @@ def test_oneshot_without_a_running_loop_runs_on_a_background_thread(ip, magics, 
     task = oneshot(ip, "echo hi")
     out = capsys.readouterr().out
     assert re.fullmatch(rf"started <OneshotTask {task.id} 'echo hi' [A-Z]+>\n", out)
-    assert magics._thread is not None
+    assert magics.session.portal is not None
     eventually(lambda: task.state is TaskState.COMPLETED)
     assert task.output == "hi\n"
     assert task.view is None
@@ -118,11 +98,11 @@ def test_exit_cleanup_stops_every_task_and_can_run_twice(ip, magics):
     the loop thread closes; a second call (atexit after a call by hand) does nothing."""
     task = oneshot(ip, "--quiet sleep 30")
     eventually(lambda: task.state is TaskState.RUNNING)
-    magics._at_exit()
+    magics.session.close()
     assert (task.state, task.reason, task.done) == (TaskState.INTERRUPTED, "shutdown", True)
     assert group_gone(task.pid)
-    assert magics._thread.loop.is_closed()
-    magics._at_exit()
+    assert magics.session.portal.loop.is_closed()
+    magics.session.close()
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -425,10 +405,10 @@ def test_settings_from_a_config_file_are_honoured(ip):
     magics = OneshotMagics(shell=ip, config=config)
     try:
         assert magics.orchestrator.limit == 3
-        task = magics._call(magics.orchestrator.submit, "true")
+        task = magics.session.call(magics.orchestrator.submit, "true")
         assert (task.idle_after, task.grace) == (2.5, 0.5)
     finally:
-        magics._at_exit()
+        magics.session.close()
         ip.configurables.remove(magics)
 
 
@@ -447,7 +427,7 @@ def test_reload_ext_keeps_the_magics_and_the_tasks_they_run(ip, magics):
     task = oneshot(ip, "--quiet sleep 30")
     again = load(ip)
     assert again is magics
-    assert ip.events.callbacks["pre_run_cell"].count(magics.new_cell) == 1
+    assert ip.events.callbacks["pre_run_cell"].count(magics.session.new_cell) == 1
     ip.run_line_magic("oneshot_stop", task.id)
     eventually(lambda: task.done, timeout=10)
     assert task.state is TaskState.INTERRUPTED
@@ -476,7 +456,7 @@ def test_unload_ext_takes_the_magics_away_and_leaves_the_tasks_running(
             ip.run_line_magic(name, "--all")
     with pytest.raises(UsageError, match="Cell magic `%%oneshot_parallel` not found"):
         ip.run_cell_magic("oneshot_parallel", "", "true")
-    assert magics.new_cell not in ip.events.callbacks["pre_run_cell"]
+    assert magics.session.new_cell not in ip.events.callbacks["pre_run_cell"]
     assert ip.display_formatter.ipython_display_formatter.for_type(OneshotTask) is None
     assert not task.state.is_final
 
@@ -492,7 +472,7 @@ def test_load_ext_after_unload_ext_gets_the_same_session_and_tasks_back(
     ip.run_line_magic("unload_ext", "oneshot_nb")
     ip.run_line_magic("load_ext", "oneshot_nb")
     assert ip.find_magic("oneshot").__self__ is magics
-    assert ip.events.callbacks["pre_run_cell"].count(magics.new_cell) == 1
+    assert ip.events.callbacks["pre_run_cell"].count(magics.session.new_cell) == 1
     assert ip.display_formatter.ipython_display_formatter.for_type(OneshotTask) is not None
     capsys.readouterr()
     ip.run_line_magic("oneshot_tasks", "")
@@ -508,7 +488,7 @@ def test_reload_ext_magic_keeps_the_tasks_within_reach(ip, magics, extension_loa
     task = oneshot(ip, "--quiet --name before sleep 30")
     ip.run_line_magic("reload_ext", "oneshot_nb")
     assert ip.find_magic("oneshot").__self__ is magics
-    assert ip.events.callbacks["pre_run_cell"].count(magics.new_cell) == 1
+    assert ip.events.callbacks["pre_run_cell"].count(magics.session.new_cell) == 1
     ip.run_line_magic("oneshot_stop", "before")
     eventually(lambda: task.done, timeout=10)
     assert task.state is TaskState.INTERRUPTED
@@ -542,7 +522,7 @@ def test_a_text_table_shows_control_characters_in_names_escaped(ip, magics, caps
     """A name with an ANSI escape or a newline prints as its escape: a terminal would
     act on it, and a row must stay one line."""
     orchestrator = magics.orchestrator
-    task = magics._call(orchestrator.submit, "true", name="\x1b[31mred\nx")
+    task = magics.session.call(orchestrator.submit, "true", name="\x1b[31mred\nx")
     eventually(lambda: task.done)
     capsys.readouterr()
     ip.run_line_magic("oneshot_tasks", "")

@@ -18,14 +18,10 @@ import anyio
 import pytest
 from helpers import eventually, py, stored_orchestrator, wait_until
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from ipywidgets.widgets import widget as widget_module
 
 from oneshot_nb import AsyncOrchestrator, TaskState
-from oneshot_nb.notebook import extension
-from oneshot_nb.notebook.extension import load
 from oneshot_nb.notebook.history_view import HistoryTable
-from oneshot_nb.notebook.magics import OneshotMagics
 from oneshot_nb.notebook.views import TaskTable, TaskView, batch_view, tasks_table
 from oneshot_nb.render.markup import PAGE_SIZE
 from oneshot_nb.storage import records
@@ -169,12 +165,17 @@ async def test_an_open_log_moves_down_with_its_task():
 
 
 @pytest.mark.anyio
-async def test_a_log_that_is_shut_stops_following_its_task():
+async def test_a_log_that_is_shut_stops_following_its_task(tmp_path):
     """Shutting a row's log closes it: it neither decodes output nor sends updates until
     it is opened again, from what the task has kept."""
+    go = tmp_path / "go"  # 'two' is printed once this exists: with the log shut
     async with AsyncOrchestrator(idle_after=None) as orch:
         task = orch.submit(
-            py("import time; print('one', flush=True); time.sleep(0.5); print('two')")
+            py(
+                "import os, time; print('one', flush=True)\n"
+                f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
+                "print('two')"
+            )
         )
         table = tasks_table(orch)
         [row] = table.rows_box.children
@@ -184,6 +185,7 @@ async def test_a_log_that_is_shut_stops_following_its_task():
         row.log_button.value = False
         assert row.log_view is None and log._on_event not in task.listeners
         assert log.comm is None
+        go.touch()
         await task.wait()
         row.log_button.value = True
         await wait_until(lambda: "two" in str(row.log_view.output.outputs))
@@ -396,48 +398,7 @@ async def test_a_log_that_cannot_be_read_is_said_in_its_row(tmp_path, fault):
     assert expected in note
 
 
-def test_history_reads_a_page_from_an_offset(tmp_path):
-    """records.history(limit, offset=N) skips the N newest; a bad offset is refused."""
-    import asyncio
-
-    db = str(tmp_path / "history.sqlite3")
-
-    async def run() -> None:
-        async with stored_orchestrator(db, idle_after=None) as (orch, _):
-            for i in range(4):
-                await orch.submit(["true"], name=f"t{i}").wait()
-
-    asyncio.run(run())
-    assert [r.name for r in records.history(2, offset=1, path=db)] == ["t2", "t1"]
-    assert [r.name for r in records.history(offset=3, path=db)] == ["t0"]
-    with pytest.raises(ValueError, match="offset must be a whole number >= 0"):
-        records.history(offset=-1, path=db)
-    for bad in (1.5, True):
-        with pytest.raises(TypeError, match="offset must be an int"):
-            records.history(offset=bad, path=db)
-
-
 # -- the magics' options, as text (no kernel) ------------------------------------------------
-
-
-@pytest.fixture
-def ip() -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    yield shell
-    shell.config.pop("OneshotMagics", None)
-
-
-@pytest.fixture
-def magics(ip, tmp_path, monkeypatch) -> Iterator[OneshotMagics]:
-    monkeypatch.setenv("ONESHOT_NB_DB", str(tmp_path / "history.sqlite3"))
-    monkeypatch.setattr(records, "active_store", None)
-    magics = load(ip)
-    magics.grace = 0.5
-    yield magics
-    magics._at_exit()
-    ip.events.unregister("pre_run_cell", magics.new_cell)
-    ip.configurables.remove(magics)
-    extension._loaded.pop(ip, None)
 
 
 @pytest.mark.timeout(60)
@@ -494,20 +455,14 @@ def test_a_bad_limit_is_a_one_line_usage_error(ip, magics, magic, line, message)
 
 
 @pytest.mark.timeout(60)
-def test_the_magics_show_a_page_in_a_kernel_and_more_with_the_same_filters(tmp_path):
+def test_the_magics_show_a_page_in_a_kernel_and_more_with_the_same_filters(tmp_path, kernels):
     """In a kernel, `%oneshot_history --limit 2 --grep keep` shows two rows and its
     Show more reads the next page with the same filter; `%oneshot_tasks --limit 2`
     shows the two newest tasks of all five."""
-    from jupyter_client.manager import start_new_kernel
-
-    env = {**os.environ, "ONESHOT_NB_DB": str(tmp_path / "history.sqlite3")}
-    manager, client = start_new_kernel(kernel_name="python3", env=env)
+    kernel = kernels(db=str(tmp_path / "history.sqlite3"))
 
     def run(code: str) -> list[dict]:
-        messages: list[dict] = []
-        reply = client.execute_interactive(code, timeout=30, output_hook=messages.append)
-        assert reply["content"]["status"] == "ok", messages
-        return messages
+        return kernel.ok(code, timeout=30).messages
 
     def shown(messages: list[dict]) -> list[str]:
         return [
@@ -517,32 +472,28 @@ def test_the_magics_show_a_page_in_a_kernel_and_more_with_the_same_filters(tmp_p
     def printed(messages: list[dict]) -> str:
         return "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
 
-    try:
-        run(
-            "%load_ext oneshot_nb\n"
-            "import asyncio, ipywidgets\n"
-            "names = ['keep0', 'keep1', 'other', 'keep2', 'keep3']\n"
-            "tasks = [get_ipython().run_line_magic('oneshot', f'--quiet --name {n} true')"
-            " for n in names]\n"
-            "await asyncio.gather(*(t.wait() for t in tasks))\n"
-            "def shown(kind):\n"
-            "    return [w for w in list(ipywidgets.widgets.widget._instances.values())"
-            " if type(w).__name__ == kind][-1]\n"
-        )
-        assert shown(run("%oneshot_history --limit 2 --grep keep")) == ["HistoryTable(2 tasks)"]
-        more = run(
-            "table = shown('HistoryTable')\n"
-            "print([r.name for r in table.records])\n"
-            "table.more_button.click()\n"
-            "print([r.name for r in table.records], table.more_button.layout.display)"
-        )
-        assert printed(more).splitlines() == [
-            "['keep3', 'keep2']",
-            "['keep3', 'keep2', 'keep1', 'keep0'] none",
-        ]
-        assert shown(run("%oneshot_tasks --limit 2")) == ["TaskTable(5 tasks)"]
-        rows = run("print([row.task.name for row in shown('TaskTable').rows_box.children])")
-        assert printed(rows).strip() == "['keep3', 'keep2']"
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
+    run(
+        "%load_ext oneshot_nb\n"
+        "import asyncio, ipywidgets\n"
+        "names = ['keep0', 'keep1', 'other', 'keep2', 'keep3']\n"
+        "tasks = [get_ipython().run_line_magic('oneshot', f'--quiet --name {n} true')"
+        " for n in names]\n"
+        "await asyncio.gather(*(t.wait() for t in tasks))\n"
+        "def shown(kind):\n"
+        "    return [w for w in list(ipywidgets.widgets.widget._instances.values())"
+        " if type(w).__name__ == kind][-1]\n"
+    )
+    assert shown(run("%oneshot_history --limit 2 --grep keep")) == ["HistoryTable(2 tasks)"]
+    more = run(
+        "table = shown('HistoryTable')\n"
+        "print([r.name for r in table.records])\n"
+        "table.more_button.click()\n"
+        "print([r.name for r in table.records], table.more_button.layout.display)"
+    )
+    assert printed(more).splitlines() == [
+        "['keep3', 'keep2']",
+        "['keep3', 'keep2', 'keep1', 'keep0'] none",
+    ]
+    assert shown(run("%oneshot_tasks --limit 2")) == ["TaskTable(5 tasks)"]
+    rows = run("print([row.task.name for row in shown('TaskTable').rows_box.children])")
+    assert printed(rows).strip() == "['keep3', 'keep2']"

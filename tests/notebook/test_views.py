@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import anyio
 import ipywidgets as widgets
 import pytest
-from helpers import group_gone, py, wait_until
+from helpers import py, wait_until
+from helpers.processes import group_gone
 
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
 from oneshot_nb.engine.events import notify
@@ -89,12 +90,6 @@ async def test_badge_shows_each_state_in_its_own_colour(state: TaskState):
     assert view.stop_button.disabled is state.is_final
 
 
-def test_every_state_has_a_colour_of_its_own():
-    """Six states, six different colours."""
-    assert set(STATE_COLOURS) == set(TaskState)
-    assert len(set(STATE_COLOURS.values())) == len(TaskState)
-
-
 async def test_idle_badge_says_how_long_the_task_has_been_silent():
     """An IDLE badge gives the time since the last output."""
     task = OneshotTask("true")
@@ -139,12 +134,13 @@ async def test_views_started_together_tick_once_a_second_in_different_turns():
         ticker.add(clock)
     await wait_until(lambda: all(len(ticks.get(n, [])) == 2 for n in range(20)), timeout=4)
     for times in ticks.values():
-        assert times[1] - times[0] == pytest.approx(TICK_INTERVAL, abs=0.05)
-    # Ticks in one callback are microseconds apart; turns are TICK_INTERVAL/TICK_SLICES.
+        assert TICK_INTERVAL - 0.05 <= times[1] - times[0] < TICK_INTERVAL + 1
+    # Ticks in one callback are microseconds apart; turns are TICK_INTERVAL/TICK_SLICES
+    # apart at least (each is timed from the one before).
     first_ticks = sorted(times[0] for times in ticks.values())
     bursts = [[first_ticks[0]]]
     for when in first_ticks[1:]:
-        if when - bursts[-1][-1] < 0.02:
+        if when - bursts[-1][-1] < TICK_INTERVAL / TICK_SLICES / 2:
             bursts[-1].append(when)
         else:
             bursts.append([when])
@@ -170,13 +166,13 @@ async def test_a_view_added_to_the_ticker_again_keeps_ticking_once_a_second():
 
     clock = Clock()
     ticker.add(clock)
-    begin = loop.time()
-    while loop.time() - begin < 3.2:
-        ticker.add(clock)
-        await anyio.sleep(0.03)
+    with anyio.fail_after(3 * TICK_INTERVAL + 2):
+        while len(ticks) < 3:
+            ticker.add(clock)
+            await anyio.sleep(0.03)
     gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
     assert len(ticks) >= 3
-    assert all(gap == pytest.approx(TICK_INTERVAL, abs=0.05) for gap in gaps)
+    assert all(TICK_INTERVAL - 0.05 <= gap < TICK_INTERVAL + 1 for gap in gaps)
     ticker.discard(clock)
 
 
@@ -292,19 +288,24 @@ async def test_a_view_made_late_starts_from_the_output_kept_so_far():
 
 
 @pytest.mark.parametrize("listening", ["nobody", "a text subscriber"])
-async def test_a_view_made_between_the_halves_of_a_character_shows_it_whole(listening: str):
+async def test_a_view_made_between_the_halves_of_a_character_shows_it_whole(
+    listening: str, tmp_path
+):
     """A view opened while the last read ended inside a character shows that character
     once and whole when its last byte comes, whether the output was being decoded
     (a subscriber) or not (nobody listening) until then."""
     async with AsyncOrchestrator(idle_after=None) as orch:
         subscription = orch.events() if listening == "a text subscriber" else None
+        go = tmp_path / "go"  # the second half is written once this exists
         task = orch.submit(py(
-            "import sys, time; out = sys.stdout.buffer\n"
-            "out.write(b'caf\\xc3'); out.flush(); time.sleep(0.5)\n"
+            "import os, sys, time; out = sys.stdout.buffer\n"
+            "out.write(b'caf\\xc3'); out.flush()\n"
+            f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
             "out.write(b'\\xa9 ok\\n'); out.flush()"
         ))
         await wait_until(lambda: task.bytes_written["stdout"] == 4)
         view = TaskView(task).log_view
+        go.touch()
         await task.wait()
         await wait_until(lambda: shown_lines(view) == ["caf\u00e9 ok"])
         if subscription is not None:
@@ -434,12 +435,3 @@ def test_a_task_has_one_view():
     view = task_view(task)
     assert task_view(task) is view is task.view
     assert repr(view) == "TaskView('build')"
-
-
-def test_a_long_name_is_shortened_in_the_title():
-    """Regression: names were sent whole, so a 1 MB name cost 1 MB per row per tick."""
-    from oneshot_nb.render.markup import NAME_CHARS, title_html
-
-    html_text = title_html("n" * 1_000_000, "true", "abcd1234")
-    assert len(html_text) < 2 * NAME_CHARS + 1000
-    assert "n" * (NAME_CHARS - 1) + "…" in html_text

@@ -1,72 +1,36 @@
-"""Settling the tasks of kernels that died, and kernels sharing one database: recover()
-against processes of our own, then real kernels started with jupyter_client."""
+"""Settling the tasks of kernels that died: recover() against processes of our own, a
+file of an older schema migrated then recovered, and recovery handing each task to the
+runner named in its row. Real kernels sharing a database are in
+notebook/test_kernel_history.py."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shlex
 import signal
 import sqlite3
 import subprocess
-import sys
-import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import eventually, group_gone, live_members, process_gone, query
-from jupyter_client.manager import KernelManager, start_new_kernel
+from helpers import eventually, py, query
+from helpers.processes import exited_pid, group_gone, live_members, process_gone
+from helpers.runners import HOST
 
 from oneshot_nb import TaskState, history
+from oneshot_nb.runners import Handle, LocalRunner, Orphan, Place
 from oneshot_nb.runners.procfs import start_time as process_start_time
+from oneshot_nb.storage.database import SCHEMA
 from oneshot_nb.storage.records import get_record
-from oneshot_nb.storage.recovery import recover
+from oneshot_nb.storage.recovery import RECOVERY_GRACE_CAP, recover
 from oneshot_nb.storage.store import Store, connect
 
 pytestmark = pytest.mark.timeout(90)
 
-HOST = os.uname().nodename
-
-
-
-
-def gone_for_good(pid: int) -> bool:
-    """The process is gone (or a zombie) and no process is left in its group."""
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return process_gone(pid)
-    return False
-
-
-# -- recover() against processes of our own -------------------------------------------------
-
-
-@pytest.fixture
-def sleepers() -> Iterator[Callable[..., subprocess.Popen]]:
-    """Starts processes in sessions of their own, as tasks run; kills what is left."""
-    started: list[subprocess.Popen] = []
-
-    def start(*argv: str) -> subprocess.Popen:
-        process = subprocess.Popen(argv or ("sleep", "30"), start_new_session=True)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def exited_pid() -> int:
-    """The pid of a process that has exited and been reaped: a dead kernel's."""
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid
+SLEEPER = ["sleep", "30"]
 
 
 def add_session(path: str, session: str, pid: int, pid_start: int | None, host: str = HOST):
@@ -75,15 +39,31 @@ def add_session(path: str, session: str, pid: int, pid_start: int | None, host: 
     db.close()
 
 
-def add_task(path: str, task_id: str, session: str, pid: int | None, pid_start: int | None,
-             state: str = "RUNNING", grace: float = 0.5) -> None:
+def add_task(
+    path: str,
+    task_id: str,
+    session: str,
+    pid: int | None,
+    pid_start: int | None,
+    state: str = "RUNNING",
+    grace: float = 0.5,
+    *,
+    runner: str | None = None,
+    host: str | None = None,
+) -> None:
+    """A row of the newest schema; runner and host NULL unless given."""
     db = connect(path)
     db.execute(
         "INSERT INTO tasks (id, session, name, command, argv, env, created_at, started_at,"
-        " state, pid, pid_start, grace) VALUES (?, ?, ?, 'sleep 30', 0, '{}', ?, ?, ?, ?, ?, ?)",
-        (task_id, session, task_id, time.time(), time.time(), state, pid, pid_start, grace),
-    )
+        " state, pid, pid_start, grace, runner, host)"
+        " VALUES (?, ?, ?, 'sleep 30', 0, '{}', ?, ?, ?, ?, ?, ?, ?, ?)",
+        (task_id, session, task_id, time.time(), time.time(), state, pid, pid_start, grace,
+         runner, host),
+    )  # fmt: skip
     db.close()
+
+
+# -- recover() against processes of our own -------------------------------------------------
 
 
 def recover_with_a_new_store(path: str) -> list[str]:
@@ -94,11 +74,11 @@ def recover_with_a_new_store(path: str) -> list[str]:
         store.close()
 
 
-def test_recovery_stops_a_dead_kernels_task_and_marks_it_kernel_died(tmp_path, sleepers):
+def test_recovery_stops_a_dead_kernels_task_and_marks_it_kernel_died(tmp_path, spawned):
     """A live task of a session whose kernel is gone: its process group is terminated,
     and the task ends INTERRUPTED, "kernel died", with the transition recorded."""
     path = str(tmp_path / "history.sqlite3")
-    orphan = sleepers()
+    orphan = spawned(SLEEPER)
     add_session(path, "dead", exited_pid(), 1)
     add_task(path, "orphan", "dead", orphan.pid, process_start_time(orphan.pid), state="IDLE")
     before = time.time()
@@ -112,10 +92,10 @@ def test_recovery_stops_a_dead_kernels_task_and_marks_it_kernel_died(tmp_path, s
     ]
 
 
-def test_recovery_kills_a_group_that_ignores_sigterm_after_its_grace(tmp_path, sleepers):
+def test_recovery_kills_a_group_that_ignores_sigterm_after_its_grace(tmp_path, spawned):
     """SIGTERM first; whatever outlives the task's grace gets SIGKILL."""
     path = str(tmp_path / "history.sqlite3")
-    stubborn = sleepers("sh", "-c", "trap '' TERM; sleep 30 & wait")
+    stubborn = spawned(["sh", "-c", "trap '' TERM; sleep 30 & wait"])
     eventually(lambda: len(live_members(stubborn.pid)) == 2, timeout=10)
     add_session(path, "dead", exited_pid(), 1)
     add_task(path, "stubborn", "dead", stubborn.pid, process_start_time(stubborn.pid), grace=0.3)
@@ -124,11 +104,11 @@ def test_recovery_kills_a_group_that_ignores_sigterm_after_its_grace(tmp_path, s
     eventually(lambda: group_gone(stubborn.pid), timeout=10)
 
 
-def test_recovery_stops_a_group_whose_leader_has_already_exited(tmp_path, sleepers):
+def test_recovery_stops_a_group_whose_leader_has_already_exited(tmp_path, spawned):
     """When no process has the task's pid any more, the group it led (a child left
     behind) is still terminated: the system cannot give that id to another group."""
     path = str(tmp_path / "history.sqlite3")
-    leader = sleepers("sh", "-c", "sleep 30 & echo $!")
+    leader = spawned(["sh", "-c", "sleep 30 & echo $!"])
     leader_pid = leader.pid
     eventually(lambda: len(live_members(leader_pid)) == 1 and leader.poll() is not None, timeout=10)
     [child] = live_members(leader_pid)
@@ -138,11 +118,11 @@ def test_recovery_stops_a_group_whose_leader_has_already_exited(tmp_path, sleepe
     eventually(lambda: process_gone(child) and group_gone(leader_pid), timeout=10)
 
 
-def test_recovery_never_signals_a_process_that_reused_the_pid(tmp_path, sleepers):
+def test_recovery_never_signals_a_process_that_reused_the_pid(tmp_path, spawned):
     """A dead kernel's task whose pid now belongs to an unrelated process (another start
     time) is settled "kernel died", and that process is left alone."""
     path = str(tmp_path / "history.sqlite3")
-    stranger = sleepers()
+    stranger = spawned(SLEEPER)
     add_session(path, "dead", exited_pid(), 1)
     add_task(path, "reused", "dead", stranger.pid, process_start_time(stranger.pid) - 1)
     assert recover_with_a_new_store(path) == ["reused"]
@@ -152,11 +132,11 @@ def test_recovery_never_signals_a_process_that_reused_the_pid(tmp_path, sleepers
     assert (record.state, record.reason) == (TaskState.INTERRUPTED, "kernel died")
 
 
-def test_recovery_leaves_the_tasks_of_a_live_kernel_alone(tmp_path, sleepers):
+def test_recovery_leaves_the_tasks_of_a_live_kernel_alone(tmp_path, spawned):
     """Tasks of a session whose kernel still runs (same pid and start time), or that
     ran on another host, are neither settled nor signalled."""
     path = str(tmp_path / "history.sqlite3")
-    ours, elsewhere = sleepers(), sleepers()
+    ours, elsewhere = spawned(SLEEPER), spawned(SLEEPER)
     add_session(path, "live", os.getpid(), process_start_time(os.getpid()))
     add_task(path, "live-task", "live", ours.pid, process_start_time(ours.pid))
     add_session(path, "remote", exited_pid(), 1, host="another-host")
@@ -182,297 +162,140 @@ def test_recovery_settles_a_task_that_never_started(tmp_path):
     assert (record.state, record.reason) == (TaskState.INTERRUPTED, "kernel died")
 
 
+# -- an older schema, and runners other than the local one ---------------------------------
 
 
-# -- real kernels ---------------------------------------------------------------------------
+class SettlingRecorder:
+    """A runner named `name` whose settle keeps what it was given and calls it all its
+    own, without signalling anything (its processes are elsewhere)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.given: list[Orphan] = []
+
+    async def start(
+        self, command: Any, cwd: str | None, env: Mapping[str, str], options: Any
+    ) -> Handle:
+        raise OSError("not for starting")
+
+    def settle(self, orphans: Sequence[Orphan]) -> list[Orphan]:
+        self.given.extend(orphans)
+        return list(orphans)
 
 
-class Kernel:
-    """A real IPython kernel whose history database is `db`."""
-
-    def __init__(self, db: str) -> None:
-        env = {**os.environ, "ONESHOT_NB_DB": db}
-        self.manager: KernelManager
-        self.manager, self.client = start_new_kernel(
-            startup_timeout=60, kernel_name="python3", env=env
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.manager.provisioner.process.pid
-
-    def run(self, code: str, timeout: float = 60) -> list[dict[str, Any]]:
-        """Run a cell; fail the test if it raises. Returns its output messages."""
-        outputs: list[dict[str, Any]] = []
-        reply = self.client.execute_interactive(
-            textwrap.dedent(code), timeout=timeout, output_hook=outputs.append
-        )
-        content = reply["content"]
-        assert content["status"] == "ok", "\n".join(content.get("traceback", []))
-        return outputs
-
-    def stdout(self, code: str, timeout: float = 60) -> str:
-        return text(self.run(code, timeout), "stdout")
-
-    def close(self) -> None:
-        self.client.stop_channels()
-        with contextlib.suppress(Exception):
-            self.manager.shutdown_kernel(now=True)
-
-
-def text(outputs: list[dict[str, Any]], name: str) -> str:
-    """What a cell wrote to one stream."""
-    return "".join(
-        m["content"]["text"]
-        for m in outputs
-        if m["msg_type"] == "stream" and m["content"]["name"] == name
-    )
-
-
-@pytest.fixture
-def kernels() -> Iterator[Callable[[str], Kernel]]:
-    started: list[Kernel] = []
-
-    def start(db: str) -> Kernel:
-        kernel = Kernel(db)
-        started.append(kernel)
-        return kernel
-
-    yield start
-    for kernel in started:
-        kernel.close()
-
-
-@pytest.fixture
-def leftovers() -> Iterator[list[int]]:
-    """Process groups to kill if a test fails before they are gone."""
-    pgids: list[int] = []
-    yield pgids
-    for pgid in pgids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-
-
-def chatty(label: str, count: int) -> str:
-    """A command printing `count` numbered lines, 1 ms apart. It ignores SIGPIPE and
-    write errors, so it outlives a kernel that is killed."""
-    code = f"""
-import signal, sys, time
-signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-for j in range({count}):
-    try:
-        sys.stdout.write(f"{label} {{j}}\\n")
-        sys.stdout.flush()
-    except OSError:
-        pass
-    time.sleep(0.001)
-"""
-    return shlex.join([sys.executable, "-c", code])
-
-
-def chatty_output(label: str, count: int) -> bytes:
-    return "".join(f"{label} {j}\n" for j in range(count)).encode()
-
-
-@pytest.mark.slow
-def test_tasks_of_a_killed_kernel_are_stopped_and_settled_by_the_next(
-    tmp_path, kernels, leftovers
-):
-    """SIGKILL a kernel with chatty and idle tasks: they outlive it; the next kernel on
-    the same database stops them all at %load_ext, every task reads back INTERRUPTED,
-    "kernel died", and each log is a byte-exact, non-empty prefix of what it wrote."""
-    db = str(tmp_path / "history.sqlite3")
-    count = 60_000
-    first = kernels(db)
-    first.run("%load_ext oneshot_nb")
-    lines = [f"--quiet --name chat{i} {chatty(f'chat{i}', count)}" for i in range(3)]
-    lines.append("--quiet --name silent --idle 0.2 sleep 60")
-    first.run(
+def signal_recorder(ready: Path, report: Path) -> list[str]:
+    """A Python process that survives SIGTERM, SIGCONT, SIGHUP and SIGINT, noting each,
+    and writes what it noted to `report` on SIGRTMIN: Python runs the handlers of the
+    signals it has received in numeric order, so a report asked for after another
+    signal was sent includes it."""
+    return py(
         f"""
-        import asyncio, json
-        from oneshot_nb.storage import records
-        tasks = [get_ipython().run_line_magic("oneshot", line) for line in {lines!r}]
-        async def ready():
-            while not all(t.bytes_written["stdout"] > 1000 for t in tasks[:3]):
-                await asyncio.sleep(0.02)
-            await tasks[3].wait_for("IDLE")
-        await asyncio.wait_for(ready(), 20)
-        assert records.active_store.flush()
+        import os, signal, time
+        seen = []
+        def note(signum, frame):
+            seen.append(signum)
+        def report(signum, frame):
+            with open({str(report) + ".tmp"!r}, "w") as f:
+                f.write(" ".join(map(str, seen)))
+            os.rename({str(report) + ".tmp"!r}, {str(report)!r})
+        for signum in (signal.SIGTERM, signal.SIGCONT, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, note)
+        signal.signal(signal.SIGRTMIN, report)
+        open({str(ready)!r}, "w").close()
+        while True:
+            time.sleep(1)
         """
     )
-    tasks = json.loads(first.stdout("print(json.dumps({t.name: [t.id, t.pid] for t in tasks}))"))
-    leftovers.extend(pid for _, pid in tasks.values())
-    os.kill(first.pid, signal.SIGKILL)
-    first.manager.provisioner.process.wait(10)
-    for _, pid in tasks.values():
-        assert not process_gone(pid), "the task died with its kernel: nothing to recover"
 
-    second = kernels(db)
-    outputs = second.run("%load_ext oneshot_nb")
-    assert text(outputs, "stderr") == (
-        "oneshot_nb: 4 task(s) left running by a kernel that died were stopped and marked"
-        " 'kernel died' (see %oneshot_history)\n"
+
+def signals_received(process: subprocess.Popen, report: Path) -> list[int]:
+    """The signals `process` (a signal_recorder) has received so far."""
+    with contextlib.suppress(FileNotFoundError):
+        report.unlink()
+    os.kill(process.pid, signal.SIGRTMIN)
+    eventually(lambda: report.exists() or process.poll() is not None, timeout=10)
+    if not report.exists():
+        pytest.fail(f"the process was ended (exit status {process.returncode})")
+    return [int(s) for s in report.read_text().split()]
+
+
+def version_2_file(path: str) -> sqlite3.Connection:
+    """A history file as version 2 of the schema made it, open for filling."""
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode = WAL")
+    for schema in SCHEMA[:2]:
+        for statement in filter(str.strip, schema.split(";")):
+            old.execute(statement)
+    old.execute("PRAGMA user_version = 2")
+    return old
+
+
+@pytest.mark.timeout(30)
+def test_a_version_2_file_is_migrated_and_its_dead_kernels_task_is_recovered(tmp_path, spawned):
+    """A version 2 file (no runner or host columns) holding a RUNNING task of a kernel
+    that died on this host, whose process still runs: opening it migrates it to
+    version 3, the old row running on 'local' at its kernel's host, and recover() then
+    terminates the process and marks the task 'kernel died'. A migration that leaves
+    the runner NULL (or names another runner) would leave the process running."""
+    path = str(tmp_path / "history.sqlite3")
+    sleeper = spawned(["sleep", "30"])
+    start = process_start_time(sleeper.pid)
+    assert start is not None
+    old = version_2_file(path)
+    old.execute("INSERT INTO sessions VALUES ('dead', ?, 1, ?, 0)", (exited_pid(), HOST))
+    old.execute(
+        "INSERT INTO tasks VALUES ('t1', 'dead', 'sleeper', 'sleep 30', 0, '/', '{}',"
+        " 1, 2, NULL, 'RUNNING', NULL, NULL, NULL, ?, ?, 0.5, NULL)",
+        (sleeper.pid, start),
     )
-    for _, pid in tasks.values():
-        eventually(lambda pid=pid: gone_for_good(pid), timeout=10)
-        with pytest.raises(ProcessLookupError):
-            os.killpg(pid, 0)
-    found = {r.name: r for r in history(path=db)}
-    assert sorted(found) == sorted(tasks)
-    for name, (task_id, _) in tasks.items():
-        record = found[name]
-        assert (record.id, record.state, record.reason) == (
-            task_id, TaskState.INTERRUPTED, "kernel died"
-        )
-        if name != "silent":
-            log = record.read_log()
-            assert 0 < len(log) < len(chatty_output(name, count))
-            assert log == chatty_output(name, count)[: len(log)]
-    assert found["silent"].read_log() == b""
-    assert [t[:3] for t in found["silent"].transitions()] == [
-        ("start", "CREATED", "RUNNING"),
-        ("detect_silence", "RUNNING", "IDLE"),
-        ("interrupt", "IDLE", "INTERRUPTED"),
-    ]
-    # The next kernel after that has nothing left to settle.
-    third = kernels(db)
-    assert text(third.run("%load_ext oneshot_nb"), "stderr") == ""
-
-
-def burst(label: str, seconds: int) -> str:
-    """A command writing numbered lines to stdout and stderr in bursts, for `seconds`."""
-    code = f"""
-import sys, time
-for j in range({seconds * 10}):
-    for k in range(300):
-        sys.stdout.write(f"{label} out {{j}} {{k}} " + "x" * 60 + "\\n")
-    sys.stderr.write(f"{label} err {{j}}\\n")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    time.sleep(0.1)
-"""
-    return shlex.join([sys.executable, "-c", code])
-
-
-def burst_output(label: str, seconds: int) -> tuple[bytes, bytes]:
-    out = "".join(
-        f"{label} out {j} {k} " + "x" * 60 + "\n" for j in range(seconds * 10) for k in range(300)
-    )
-    err = "".join(f"{label} err {j}\n" for j in range(seconds * 10))
-    return out.encode(), err.encode()
-
-
-@pytest.mark.slow
-def test_two_kernels_write_to_one_database_at_once_without_losing_anything(tmp_path, kernels):
-    """Two kernels, each with chatty and quick tasks, write the same database for
-    seconds: every task is there with its final state and its exact log, and neither
-    kernel saw an error or a locked database."""
-    db = str(tmp_path / "history.sqlite3")
-    seconds = 4
-    pair = {label: kernels(db) for label in ("a", "b")}
-    expected: dict[str, tuple[str, bytes, bytes]] = {}
-    outputs = []
-    for label, kernel in pair.items():
-        lines = []
-        for i in range(3):
-            name = f"{label}-burst{i}"
-            lines.append(f"--quiet --name {name} {burst(name, seconds)}")
-            expected[name] = ("COMPLETED", *burst_output(name, seconds))
-        for i in range(10):
-            name = f"{label}-quick{i}"
-            lines.append(f"--quiet --name {name} echo {name}")
-            expected[name] = ("COMPLETED", f"{name}\n".encode(), b"")
-        name = f"{label}-fails"
-        lines.append(f"--quiet --name {name} sh -c 'echo {name} >&2; exit 3'")
-        expected[name] = ("FAILED", b"", f"{name}\n".encode())
-        # The second kernel loads while the first one's tasks run: it must leave them be.
-        outputs += kernel.run("%load_ext oneshot_nb")
-        kernel.run(
-            f"""
-            import asyncio
-            from oneshot_nb.storage import records
-            tasks = [get_ipython().run_line_magic("oneshot", line) for line in {lines!r}]
-            """
-        )
-    for kernel in pair.values():
-        outputs += kernel.run(
-            """
-            await asyncio.wait_for(asyncio.gather(*(t.wait() for t in tasks)), 60)
-            assert records.active_store.flush()
-            print(records.active_store.error, records.active_store.lost_records)
-            """
-        )
-    assert text(outputs, "stdout") == "None 0\nNone 0\n"
-    assert text(outputs, "stderr") == ""
-    assert [m for m in outputs if m["msg_type"] == "error"] == []
-    found = {r.name: r for r in history(path=db)}
-    assert sorted(found) == sorted(expected)
-    for name, (state, out, err) in expected.items():
-        record = found[name]
-        assert record.state.value == state, name
-        assert record.read_log("stdout") == out, name
-        assert record.read_log("stderr") == err, name
-    assert query(db, "SELECT count(DISTINCT session) FROM tasks") == [(2,)]
-    assert query(db, "SELECT count(*) FROM transitions WHERE reason = 'kernel died'") == [(0,)]
-
-
-def test_oneshot_history_shows_a_widget_table_in_a_kernel(tmp_path, kernels):
-    """In a kernel %oneshot_history displays a widget table of the tasks (with a stable
-    text form), its filters apply, and %oneshot_log prints a stored log."""
-    db = str(tmp_path / "history.sqlite3")
-    kernel = kernels(db)
-    kernel.run("%load_ext oneshot_nb")
-    kernel.run(
-        """
-        ok = %oneshot --quiet echo hello
-        bad = %oneshot --quiet sh -c 'echo oops >&2; exit 1'
-        await ok.wait(); await bad.wait()
-        """
-    )
-    shown = kernel.run("%oneshot_history")
-    [display] = [m for m in shown if m["msg_type"] == "display_data"]
-    assert "application/vnd.jupyter.widget-view+json" in display["content"]["data"]
-    assert display["content"]["data"]["text/plain"] == "HistoryTable(2 tasks)"
-    shown = kernel.run("%oneshot_history --failed")
-    [failed] = [m for m in shown if m["msg_type"] == "display_data"]
-    assert failed["content"]["data"]["text/plain"] == "HistoryTable(1 tasks)"
-    assert kernel.stdout("%oneshot_log {ok.id}") == "hello\n"
-    assert kernel.stdout("%oneshot_log {bad.id}") == "oops\n"
-
-
-def test_a_store_fault_is_said_once_in_the_cell_of_the_next_magic(tmp_path, kernels):
-    """In a kernel, the warning the store logged on its thread printed into whatever
-    cell happened to run, and the next magic printed it again. Now a cell without a
-    magic shows nothing, and the next magic's cell says it once."""
-    db = str(tmp_path / "history.sqlite3")
-    kernel = kernels(db)
-    kernel.run(
-        """
-        from oneshot_nb.storage import database, writer
-        database.BUSY_TIMEOUT_MS = 100
-        writer.RETRY_INTERVAL = 0.1
-        """
-    )
-    kernel.run("%load_ext oneshot_nb")
-    blocker = sqlite3.connect(db, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    old.close()
+    store = Store(path)
     try:
-        started = kernel.run("t = %oneshot --quiet echo locked\nawait t.wait()")
-        unrelated = kernel.run(
-            """
-            import asyncio
-            from oneshot_nb.storage import records
-            while records.active_store.fault is None:
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)
-            """
-        )
-        assert text(started, "stderr") + text(unrelated, "stderr") == ""
-        assert text(kernel.run("%oneshot_tasks"), "stderr") == (
-            f"oneshot_nb: task history cannot be saved to {db} for now (OperationalError:"
-            " database is locked); tasks run on, and it tries again every 0.1 s\n"
-        )
-        assert text(kernel.run("%oneshot_tasks"), "stderr") == ""
+        assert query(path, "PRAGMA user_version") == [(3,)]
+        assert query(path, "SELECT id, state, runner, host FROM tasks") == [
+            ("t1", "RUNNING", "local", HOST)
+        ]
+        assert recover(store) == ["t1"]
     finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+        store.close()
+    assert sleeper.wait(5) == -signal.SIGTERM
+    assert query(path, "SELECT state, reason FROM tasks") == [("INTERRUPTED", "kernel died")]
+    assert query(path, "SELECT event, source, target, reason FROM transitions") == [
+        ("interrupt", "RUNNING", "INTERRUPTED", "kernel died")
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_recovery_hands_each_orphan_to_the_runner_named_in_its_row(tmp_path, spawned):
+    """A dead kernel's RUNNING task that ran on a runner named 'elsewhere' is left
+    RUNNING by recover() with the default runners, and its process gets no signal: the
+    local runner must not end what it did not start. Given a runner named 'elsewhere',
+    recover() hands it the orphan (its place as recorded, its grace capped at
+    RECOVERY_GRACE_CAP) and marks what it settles 'kernel died'."""
+    path = str(tmp_path / "history.sqlite3")
+    ready, report = tmp_path / "ready", tmp_path / "report"
+    process = spawned(signal_recorder(ready, report))
+    eventually(ready.exists, timeout=10)
+    start = process_start_time(process.pid)
+    add_session(path, "dead", exited_pid(), 1)
+    add_task(path, "far", "dead", process.pid, start, grace=30.0, runner="elsewhere", host=HOST)
+
+    def settle_with(runners: list[Any] | None) -> list[str]:
+        store = Store(path)
+        try:
+            return recover(store, runners)
+        finally:
+            store.close()
+
+    assert settle_with(None) == []
+    assert query(path, "SELECT state, reason FROM tasks") == [("RUNNING", None)]
+    assert signals_received(process, report) == []
+    assert process.poll() is None
+
+    runner = SettlingRecorder("elsewhere")
+    assert settle_with([LocalRunner(), runner]) == ["far"]
+    assert runner.given == [
+        Orphan("far", Place("elsewhere", HOST, process.pid, start), RECOVERY_GRACE_CAP)
+    ]
+    assert query(path, "SELECT state, reason FROM tasks") == [("INTERRUPTED", "kernel died")]
+    assert signals_received(process, report) == []  # that runner's processes are elsewhere

@@ -5,18 +5,16 @@ Tasks always run on, and each fault is said once."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import random
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 
 import anyio
 import pytest
-from helpers import py, query, wait_until
+from helpers import fill, py, query, wait_until
 
 from oneshot_nb import AsyncOrchestrator, TaskState, history
 from oneshot_nb.storage import database, store, writer
@@ -123,7 +121,11 @@ async def test_a_row_the_database_refuses_is_skipped_and_said_once_not_its_batch
     path = tmp_path / "history.sqlite3"
     errors: list[str] = []
     store = Store(str(path), on_error=errors.append)
-    wait_then_print = "import time; time.sleep(0.5); print('{}', flush=True)"
+    go = tmp_path / "go"  # they print once this exists
+    wait_then_print = (
+        f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
+        "print('{}', flush=True)"
+    )
     try:
         async with AsyncOrchestrator() as orch:
             store.attach(orch)
@@ -135,6 +137,7 @@ async def test_a_row_the_database_refuses_is_skipped_and_said_once_not_its_batch
                 "INSERT INTO chunks VALUES (?, 0, 'stdout', 0, ?)", (refused.id, b"taken\n")
             )
             db.close()
+            go.touch()
             for task in tasks:
                 assert await task.wait() is TaskState.COMPLETED
             later = orch.submit(["echo", "later"])
@@ -238,37 +241,6 @@ async def test_output_past_the_bound_while_paused_is_dropped_counted_and_said(
     expected = b"".join(bytes([65 + i % 26]) * 65536 for i in range(64))
     assert expected.startswith(stored)  # the oldest output is what was kept
     assert get_record(first.id, path=str(path)).read_log() == b"first\n"
-
-
-@pytest.fixture
-def small_disk(tmp_path) -> Iterator[str]:
-    """A real 4 MiB file system (tmpfs), which a test can fill."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield str(mount)
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def fill(directory: str) -> str:
-    """Write a file until the disk is full; return its path."""
-    filler = os.path.join(directory, "filler")
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return filler
 
 
 async def test_a_full_disk_pauses_history_until_space_is_freed(small_disk, quick_retries):

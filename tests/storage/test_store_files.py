@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import anyio
 import pytest
@@ -138,7 +139,7 @@ def test_a_killed_writer_loses_nothing_committed_while_another_process_reads(tmp
     was SIGKILLed its task held 40 of 100 lines and the file was corrupt. Now the file
     is sound and holds every line the writer had committed."""
     path = str(tmp_path / "history.sqlite3")
-    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cwd = Path(__file__).resolve().parents[2]  # the repository: its oneshot_nb
     writer_process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(WRITER), path],
         stdout=subprocess.PIPE, text=True, cwd=cwd,

@@ -13,8 +13,7 @@ import sys
 import time
 
 import pytest
-from helpers import py, query, wait_until
-from test_store_faults import fill, small_disk  # noqa: F401  (a fixture)
+from helpers import fill, py, query, wait_until
 
 from oneshot_nb import AsyncOrchestrator, TaskState, history
 from oneshot_nb.storage import writer
@@ -98,7 +97,7 @@ async def test_a_lock_when_the_store_is_made_starts_history_paused_not_off(
 
 
 async def test_a_full_disk_when_the_store_is_made_starts_history_paused(
-    small_disk, quick_retries  # noqa: F811
+    small_disk, quick_retries
 ):
     """No room on the disk for a new file's schema: history started off. Now it starts
     paused, and once space is freed the file is made and the task stored."""
@@ -139,7 +138,7 @@ def test_a_fault_that_lasts_at_load_still_refuses_the_file(tmp_path, make, cause
 
 
 async def test_output_bigger_than_the_space_freed_holds_back_nothing_else(
-    small_disk, quick_retries  # noqa: F811
+    small_disk, quick_retries
 ):
     """With more output waiting than the space freed on a full disk, the whole batch
     was tried again and again: history stayed paused for good, and a task that had
