@@ -30,13 +30,11 @@ from .parsing import (
 from .session import TASK_DEFAULTS, Session, task_defaults
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from ..engine.batch import Batch
     from ..engine.orchestrator import AsyncOrchestrator
     from ..engine.task import OneshotTask
     from ..storage.store import Store
-    from .session import PortalLoop
 
 
 @magics_class
@@ -103,22 +101,6 @@ class OneshotMagics(Magics):
     @property
     def store(self) -> Store | None:
         return self.session.store
-
-    @property
-    def new_cell(self) -> Callable[..., None]:
-        return self.session.new_cell
-
-    @property
-    def _call(self) -> Callable[..., Any]:
-        return self.session.call
-
-    @property
-    def _at_exit(self) -> Callable[[], None]:
-        return self.session.close
-
-    @property
-    def _thread(self) -> PortalLoop | None:
-        return self.session.portal
 
     # -- magics -------------------------------------------------------------------------
 
@@ -238,13 +220,3 @@ class OneshotMagics(Magics):
             print(f"({len(tasks) - page} older tasks not shown: %oneshot_tasks --limit N)")
         for t in tasks[-page:]:
             print(text_row(t.id, t.state, t.name, t.returncode, t.reason, t.error))
-
-
-def __getattr__(name: str) -> Any:
-    # `load` and the shells' registry lived here before extension.py; imports of them
-    # from here keep working (lazily: extension.py imports this module).
-    if name in ("load", "_loaded"):
-        from . import extension
-
-        return getattr(extension, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
