@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,9 @@ from statemachine import State, StateMachine
 
 if TYPE_CHECKING:
     from ..runners import Group
+
+
+logger = logging.getLogger("oneshot_nb")
 
 
 class TaskState(str, Enum):
@@ -82,4 +86,9 @@ class OneshotStateMachine(StateMachine):
 
     def on_enter_INTERRUPTED(self) -> None:
         if self.process is not None:
-            self.process.terminate()
+            try:
+                self.process.terminate()
+            except Exception:
+                # A runner's fault must not undo the stop: the task is INTERRUPTED, and
+                # the termination policy goes on (and kills) after the grace.
+                logger.exception("oneshot_nb: could not terminate task %s", self.task_id)

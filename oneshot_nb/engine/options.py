@@ -24,7 +24,7 @@ _NO_ENV: Mapping[str, str] = MappingProxyType({})
 UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TaskOptions:
     """How a task runs, checked once when made; shared by the orchestrator (its
     defaults), a batch (one for all its tasks), the magics and each task.
@@ -75,15 +75,19 @@ def with_changes(options: Any, changes: dict[str, Any]) -> TaskOptions:
 
 
 def check_runner(runner: Any) -> Any:
-    """A runner: anything with a `name` (str) and a `start` method (see runners/base.py).
-    A class given for an instance is refused too: its `start` would not be bound."""
+    """A runner: anything with a `name` and a `start` method (see runners/base.py). A
+    class given for an instance is refused too: its `start` would not be bound. The
+    name goes into every history row of its tasks: a short line of text."""
     start = getattr(runner, "start", None)
-    if isinstance(runner, type) or not callable(start) or not isinstance(
-        getattr(runner, "name", None), str
-    ):
+    if isinstance(runner, type) or not callable(start):
         raise TypeError(
             f"runner must be a runner (with a name and a start method), got {runner!r:.80}"
         )
+    name = getattr(runner, "name", None)
+    if not isinstance(name, str):
+        raise TypeError(f"a runner's name must be a str, got {type(name).__name__}")
+    if not name or len(name) > 100 or not name.isprintable():
+        raise ValueError(f"a runner's name must be 1 to 100 printable characters, got {name!r:.60}")
     return runner
 
 

@@ -106,7 +106,7 @@ class AsyncOrchestrator:
         given = {"idle_after": idle_after, "timeout": timeout, "grace": grace,
                  "max_log_bytes": max_log_bytes}  # fmt: skip
         self._options = with_changes(options, given)
-        self.runner: Runner = LocalRunner() if runner is None else check_runner(runner)
+        self._runner: Runner = LocalRunner() if runner is None else check_runner(runner)
         self._hub = EventHub()
         # Given to each task submitted from now on (see OneshotTask.output_gate).
         self.output_gate: Callable[[], Awaitable[None]] | None = None
@@ -127,6 +127,15 @@ class AsyncOrchestrator:
     @options.setter
     def options(self, options: TaskOptions) -> None:
         self._options = with_changes(options, {})
+
+    @property
+    def runner(self) -> Runner:
+        """Where the tasks submitted from now on run, unless a submit names another."""
+        return self._runner
+
+    @runner.setter
+    def runner(self, runner: Runner) -> None:
+        self._runner = check_runner(runner)
 
     @property
     def limit(self) -> int:

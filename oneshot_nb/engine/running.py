@@ -17,6 +17,9 @@ from .machine import TaskState
 from .slots import Slots
 from .supervision import Supervision
 
+# What a runner's start must give back (see runners/base.py, Handle; `place` may fail).
+HANDLE_PARTS = ("stdout", "stderr", "group", "wait", "aclose")
+
 
 class Running(Supervision):
     """Running the command once (see OneshotTask for the state used)."""
@@ -73,18 +76,34 @@ class Running(Supervision):
         env = {**self._environ, **self.env, "ONESHOT_TASK_ID": self.id}
         if self.slot is not None:
             env["ONESHOT_SLOT"] = str(self.slot)
-        try:
-            process = await self.runner.start(self.command, self.cwd, env, self.options)
-        except Exception as exc:  # OSError, ValueError (a cwd with a NUL), a runner's own
-            self.error = f"{type(exc).__name__}: {exc}"
-            if self.machine.CREATED.is_active:
-                self.machine.fail(reason="spawn error")
+        process = None
+        # A stop cancels a start that takes long (a worker that does not answer).
+        with anyio.CancelScope() as self._start_wait:
+            try:
+                process = await self.runner.start(self.command, self.cwd, env, self.options)
+            except Exception as exc:  # OSError, ValueError (a cwd with a NUL), a runner's
+                self._start_failed(f"{type(exc).__name__}: {exc}")
+                return
+        self._start_wait = None
+        if process is None:
+            return  # stopped while starting
+        missing = [part for part in HANDLE_PARTS if not hasattr(process, part)]
+        if missing:
+            self._start_failed(
+                f"the {self.runner.name!r} runner gave {process!r:.80}, not a handle"
+                f" (no {', '.join(missing)})"
+            )
             return
         try:
             await self._supervise(process)
         finally:
             with anyio.CancelScope(shield=True):
                 await process.aclose()
+
+    def _start_failed(self, error: str) -> None:
+        self.error = error
+        if self.machine.CREATED.is_active:
+            self.machine.fail(reason="spawn error")
 
     async def _supervise(self, process: Handle) -> None:
         self.pid = process.pid
@@ -121,6 +140,8 @@ class Running(Supervision):
                 await self._pump(process.stdout, "stdout", self._stdout_done)
                 await self._stderr_done.wait()
                 await self._reap()
+                if self.lost is not None:
+                    await end_group(group, self.grace)  # whatever of it may still run
                 if self.machine.INTERRUPTED.is_active:
                     await self._stopped.wait()
                 self._conclude()
@@ -136,11 +157,16 @@ class Running(Supervision):
 
     async def _reap(self) -> None:
         """Wait for the command's exit and keep its code. A runner that lost it (its
-        worker died), or failed to say it, is kept instead, for `_conclude` to say."""
-        assert self._process is not None
+        worker died), or failed to say it, is kept instead, for `_conclude` to say, and
+        the output streams are closed: they would not end by themselves either."""
+        process = self._process
+        assert process is not None
         try:
-            self.returncode = await self._process.wait()
-        except RunnerLost as exc:
-            self.lost = exc
+            self.returncode = await process.wait()
         except Exception as exc:
-            self.lost = RunnerLost(f"{type(exc).__name__}: {exc}")
+            lost = exc if isinstance(exc, RunnerLost) else None
+            self.lost = lost = lost or RunnerLost(f"{type(exc).__name__}: {exc}")
+            self.error = self.error or str(lost)  # kept even if a stop ends the task
+            with anyio.CancelScope(shield=True):
+                await process.stdout.aclose()
+                await process.stderr.aclose()

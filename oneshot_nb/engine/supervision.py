@@ -40,7 +40,6 @@ class Supervision:
             return
         code = self.returncode
         if self.lost is not None:
-            self.error = str(self.lost)
             self.machine.fail(reason=self.lost.reason)
         elif code == 0:
             self.machine.finish(reason="exit")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any
 
 import anyio
@@ -37,6 +38,7 @@ from .running import Running
 
 __all__ = ["DEFAULT_GRACE", "DEFAULT_IDLE_AFTER", "DEFAULT_MAX_LOG_BYTES", "OneshotTask"]
 
+logger = logging.getLogger("oneshot_nb")
 LOCAL = LocalRunner()  # what a task runs on when it is given no runner
 
 
@@ -120,6 +122,7 @@ class OneshotTask(Running):
         self._gated = 0  # pumps waiting at the output gate: they will read again
         self._state_waiters: list[anyio.Event] = []
         self._slot_wait: anyio.CancelScope | None = None
+        self._start_wait: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.machine: OneshotStateMachine = _TaskMachine(self)
@@ -150,7 +153,11 @@ class OneshotTask(Running):
     def place(self) -> Place | None:
         """Where the command runs (runner, host, pid, start time), once it has started."""
         if self._place is None and self._process is not None:
-            self._place = self._process.place()
+            try:
+                self._place = self._process.place()
+            except Exception:  # a runner's fault: the history does without it
+                logger.exception("oneshot_nb: task %s: where does it run?", self.id)
+                return None
         return self._place
 
     # -- what the task is -------------------------------------------------------------
@@ -231,8 +238,13 @@ class OneshotTask(Running):
     async def wait(self) -> TaskState:
         """Wait until the task has ended and its process is reaped; return the state.
 
-        Cancelling the wait leaves the task running.
+        Cancelling the wait leaves the task running. From another event loop than the
+        task's (a terminal IPython cell, while tasks run on a loop thread), the wait
+        happens on the task's loop.
         """
+        elsewhere = self._elsewhere()
+        if elsewhere is not None:
+            return await elsewhere(self.wait())
         if not self._settled:
             if self._done is None:
                 self._done = anyio.Event()
@@ -245,11 +257,30 @@ class OneshotTask(Running):
         `await task.wait_for("RUNNING")` waits for the process to have started.
         """
         wanted = {TaskState(state) for state in states}
+        elsewhere = self._elsewhere()
+        if elsewhere is not None:
+            return await elsewhere(self.wait_for(*wanted))
         while self.state not in wanted and not self.state.is_final:
             changed = anyio.Event()
             self._state_waiters.append(changed)
             await changed.wait()
         return self.state
+
+    def _elsewhere(self) -> Callable[[Coroutine[Any, Any, TaskState]], Awaitable[TaskState]] | None:
+        """How to await on the task's own loop, when the caller runs another one (its
+        events are set there, and would never wake this loop); None when it need not."""
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            return None  # another backend: as before, on this loop
+        task_loop = self._loop
+        if task_loop is None or task_loop is here or task_loop.is_closed():
+            return None
+
+        def run_there(waiting: Coroutine[Any, Any, TaskState]) -> Awaitable[TaskState]:
+            return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(waiting, task_loop))
+
+        return run_there
 
     def __await__(self) -> Generator[Any, None, TaskState]:
         return self.wait().__await__()
@@ -281,6 +312,8 @@ class OneshotTask(Running):
                     self._watchers.start_soon(self._enforce_stop)
                 if self._slot_wait is not None:
                     self._slot_wait.cancel()
+                if self._start_wait is not None:
+                    self._start_wait.cancel()
             waiters, self._state_waiters = self._state_waiters, []
             for waiter in waiters:
                 waiter.set()

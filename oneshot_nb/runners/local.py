@@ -54,6 +54,10 @@ class LocalRunner:
 
 
 def _same_leader(pid: int, start: int | None) -> bool:
+    # Never 0 or below (killpg would reach our own group, or fail), nor init, nor the
+    # group this process is in: a history file is data, whoever wrote it.
+    if not isinstance(pid, int) or pid <= 1 or pid in (os.getpid(), os.getpgrp()):
+        return False
     if start is None or not procfs.HAS_PROC:
         return False
     if not procfs.exists(pid):

@@ -7,6 +7,7 @@ load). Both work on any runner's `Group`; signalling a local group is `ProcessGr
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -26,6 +27,8 @@ GROUP_POLL = 0.05
 # (in containers and micro-VMs) reap only every second or so.
 KILL_WAIT = 0.25
 
+logger = logging.getLogger("oneshot_nb")
+
 
 async def end_group(group: Group, grace: float) -> None:
     """SIGTERM (unless sent already), wait up to `grace` for the group to go, SIGKILL
@@ -34,18 +37,18 @@ async def end_group(group: Group, grace: float) -> None:
     Why the last wait: killpg only queues the signal, and a member that has not been
     scheduled since still runs; without it, it could outlive the task's end.
     """
-    group.terminate()
+    terminate(group)
     deadline = time.monotonic() + grace
-    while group.alive():
+    while alive(group):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
         await anyio.sleep(min(GROUP_POLL, remaining))
     else:
         return
-    group.kill()
+    kill(group)
     with anyio.move_on_after(KILL_WAIT):
-        while group.alive():
+        while alive(group):
             await anyio.sleep(GROUP_POLL)
 
 
@@ -54,23 +57,50 @@ def end_groups_now(groups: Mapping[Group, float], max_grace: float = math.inf) -
     longest grace (at most `max_grace`) for them all, SIGKILL to what is left, and one
     wait of up to KILL_WAIT for that to vanish."""
     for group in groups:
-        group.terminate()
+        terminate(group)
     deadline = time.monotonic() + min(max(groups.values(), default=0.0), max_grace)
-    while any(group.alive() for group in groups) and time.monotonic() < deadline:
+    while any(alive(group) for group in groups) and time.monotonic() < deadline:
         time.sleep(GROUP_POLL)
-    left = [group for group in groups if group.alive()]
+    left = [group for group in groups if alive(group)]
     for group in left:
-        group.kill()
+        kill(group)
     deadline = time.monotonic() + KILL_WAIT
-    while any(group.alive() for group in left) and time.monotonic() < deadline:
+    while any(alive(group) for group in left) and time.monotonic() < deadline:
         time.sleep(GROUP_POLL / 5)
+
+
+# A runner's group that raises must not stop the policy for the others, nor leave a
+# task unended: what it failed to do is logged, and a group that cannot say whether it
+# is alive is not waited for.
+
+
+def terminate(group: Group) -> None:
+    try:
+        group.terminate()
+    except Exception:
+        logger.exception("oneshot_nb: could not terminate %r", group)
+
+
+def kill(group: Group) -> None:
+    try:
+        group.kill()
+    except Exception:
+        logger.exception("oneshot_nb: could not kill %r", group)
+
+
+def alive(group: Group) -> bool:
+    try:
+        return bool(group.alive())
+    except Exception:
+        logger.exception("oneshot_nb: could not tell whether %r is alive", group)
+        return False
 
 
 def signal_group(pgid: int, signum: int) -> bool:
     """Send `signum` to process group `pgid`; False when the group no longer exists."""
     try:
         os.killpg(pgid, signum)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):
         return False
     except PermissionError:
         # On some systems a group whose only member is a zombie answers EPERM.
@@ -85,8 +115,10 @@ class ProcessGroup:
         self.pgid = pgid
         self.terminate_requested = False
         # Set once the group was seen gone: its id may then be handed to another
-        # process group, which must never get our signals.
-        self.gone = False
+        # process group, which must never get our signals. Gone from the start for an
+        # id no command of ours can have: killpg(0) signals the caller's own group,
+        # and 1 is init's.
+        self.gone = isinstance(pgid, bool) or not isinstance(pgid, int) or pgid <= 1
 
     def terminate(self) -> None:
         """SIGTERM, then SIGCONT, so that a member stopped with SIGSTOP (or Ctrl-Z's

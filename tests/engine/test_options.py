@@ -233,3 +233,11 @@ def test_a_task_made_with_no_options_has_the_defaults():
         DEFAULT_MAX_LOG_BYTES,
     )
     assert task.cwd == os.getcwd()
+
+
+def test_options_are_given_by_name_only():
+    """The order of TaskOptions' fields is not part of the API: options go by name, and
+    a positional one is refused (a new option may go anywhere among them)."""
+    with pytest.raises(TypeError):
+        TaskOptions("name", 1)  # type: ignore[misc]
+    assert TaskOptions(name="name", idle_after=1).idle_after == 1.0

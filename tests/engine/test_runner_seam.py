@@ -157,3 +157,204 @@ async def test_a_runner_that_cannot_start_the_command_fails_the_task_with_spawn_
         assert task.output == ""
         next_one = orch.submit(py("print('next')"))
         assert await next_one.wait() is TaskState.COMPLETED
+
+
+# -- a runner's faults are contained -----------------------------------------------------------
+
+
+class FaultyHandle(Relabelled):
+    """A local child behind a handle whose `fails` methods raise, as a buggy runner's
+    (or one whose worker stopped answering) would."""
+
+    fails: frozenset[str] = frozenset()
+
+    def __init__(self, child: Any, runner: NamedRunner) -> None:
+        super().__init__(child, runner)
+        real = self.group
+        fails = self.fails
+
+        class Group:
+            def terminate(self) -> None:
+                if "terminate" in fails:
+                    raise OSError("terminate failed")
+                real.terminate()
+
+            def kill(self) -> None:
+                real.kill()
+
+            def alive(self) -> bool:
+                return real.alive()
+
+        self.group = Group()
+
+    async def wait(self) -> int:
+        if "wait" in self.fails:
+            await self.child.wait()  # a worker that reports nothing sensible at the end
+            raise ValueError("no exit status in the worker's answer")
+        return await self.child.wait()
+
+    def place(self) -> Any:
+        if "place" in self.fails:
+            raise OSError("the worker does not say where")
+        return super().place()
+
+
+def faulty_runner(*fails: str) -> NamedRunner:
+    handle = type("Faulty", (FaultyHandle,), {"fails": frozenset(fails)})
+    runner = NamedRunner("faulty")
+    runner.handle_class = handle
+    return runner
+
+
+STUBBORN = py(
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('up', flush=True)\n"
+    "time.sleep(100)"
+)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_stop_whose_terminate_raises_still_ends_the_task_and_its_process(caplog):
+    """The group's `terminate` raising inside the INTERRUPTED transition: `stop()` does
+    not raise, the task is INTERRUPTED and settles, and the policy's SIGKILL after the
+    grace still ends the process. The exception used to escape from stop() and leave
+    the task RUNNING for ever, its process with it."""
+    async with AsyncOrchestrator(grace=GRACE) as orch:
+        task = orch.submit(STUBBORN, runner=faulty_runner("terminate"))
+        await wait_for_line(task, "up")
+        task.stop()
+        assert task.state is TaskState.INTERRUPTED
+        with anyio.fail_after(10):
+            assert await task.wait() is TaskState.INTERRUPTED
+        await wait_until(lambda: group_gone(task.pid), timeout=2)
+    assert "could not terminate" in caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_wait_that_fails_ends_the_task_as_lost_and_its_process_too():
+    """A handle whose `wait` raises another error than RunnerLost: the task ends FAILED
+    "runner lost" with the error, and what still runs of its group is ended by the
+    policy. The error used to end the run with the task's state undecided."""
+    code = "import time, subprocess, sys; print('up', flush=True)"
+    async with AsyncOrchestrator(grace=GRACE) as orch:
+        task = orch.submit(py(code), runner=faulty_runner("wait"))
+        with anyio.fail_after(10):
+            assert await task.wait() is TaskState.FAILED
+        assert task.reason == "runner lost"
+        assert task.error == "ValueError: no exit status in the worker's answer"
+        assert task.output == "up\n"
+        assert group_gone(task.pid)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_handle_that_cannot_say_where_it_runs_still_runs_and_is_stored(tmp_path, caplog):
+    """`place()` raising (asked by the history at the start): the task runs and
+    completes, its `place` is None, and the history has its row and every transition.
+    The error used to break the store's listener and lose the start transition."""
+    from oneshot_nb.storage.records import get_record
+    from oneshot_nb.storage.store import Store
+
+    store = Store(str(tmp_path / "h.sqlite3"))
+    try:
+        async with AsyncOrchestrator() as orch:
+            store.attach(orch)
+            task = orch.submit(py("print('hi')"), runner=faulty_runner("place"))
+            assert await task.wait() is TaskState.COMPLETED
+        assert task.place is None
+        assert store.flush()
+        record = get_record(task.id, path=store.path)
+        assert record.state is TaskState.COMPLETED
+        assert [target for _, _, target, *_ in record.transitions()] == ["RUNNING", "COMPLETED"]
+    finally:
+        store.close()
+    assert "where does it run?" in caplog.text
+
+
+class HangingRunner(NamedRunner):
+    """A runner whose start never returns: a worker that does not answer."""
+
+    async def start(self, *args: Any) -> Any:
+        self.commands.append(args[0])
+        await anyio.sleep_forever()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_stop_cancels_a_start_that_does_not_return():
+    """A task whose runner's `start` hangs: stop() ends it (INTERRUPTED, settled), its
+    slot goes to the next task, and closing the orchestrator returns. It used to keep
+    its slot, never settle, and hang aclose() and the interpreter's exit."""
+    async with AsyncOrchestrator(limit=1) as orch:
+        stuck = orch.submit(py("print('never')"), runner=HangingRunner("hangs"))
+        queued = orch.submit(py("print('next')"))
+        await wait_until(lambda: stuck.runner.commands)
+        stuck.stop()
+        with anyio.fail_after(10):
+            assert await stuck.wait() is TaskState.INTERRUPTED
+            assert await queued.wait() is TaskState.COMPLETED
+        assert queued.output == "next\n"
+        with anyio.fail_after(10):
+            shutdown = orch.submit(py("print('x')"), runner=HangingRunner("hangs"))
+            await wait_until(lambda: shutdown.runner.commands)
+    assert shutdown.state is TaskState.INTERRUPTED and shutdown.reason == "shutdown"
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_start_that_gives_no_handle_fails_the_task_saying_so():
+    """A runner whose start returns something that is not a handle: FAILED "spawn
+    error", the error naming the runner and what it gave. It used to end INTERRUPTED
+    "shutdown" with no error, the AttributeError only in the log."""
+
+    class Confused(NamedRunner):
+        async def start(self, *args: Any) -> Any:
+            return 42
+
+    async with AsyncOrchestrator() as orch:
+        task = orch.submit("true", runner=Confused("confused"))
+        assert await task.wait() is TaskState.FAILED
+    assert task.reason == "spawn error"
+    assert task.error.startswith("the 'confused' runner gave 42, not a handle (no stdout")
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [(None, TypeError), ("", ValueError), ("a\0b", ValueError), ("x" * 101, ValueError)],
+)
+def test_a_runner_with_a_bad_name_is_refused_before_anything_runs(name, error):
+    """A runner's name goes into every history row of its tasks: one short printable
+    line, refused otherwise, at submit and when set on the orchestrator."""
+    runner = NamedRunner("ok")
+    runner.name = name
+    orch = AsyncOrchestrator()
+    with pytest.raises(error, match="runner"):
+        orch.submit("true", runner=runner)
+    with pytest.raises(error, match="runner"):
+        orch.runner = runner
+    with pytest.raises(TypeError, match="runner must be a runner"):
+        orch.runner = "local"
+    assert orch.tasks == [] and orch.runner.name == "local"
+
+
+def test_a_task_on_another_loop_can_be_awaited_from_this_one():
+    """A task running on a loop thread (terminal IPython runs tasks so) awaited from
+    another loop (the cell's): the wait returns when the task ends, not never. Its
+    events are set on its own loop, which never woke the caller's."""
+    import asyncio
+
+    from anyio.from_thread import start_blocking_portal
+
+    with start_blocking_portal() as portal:
+        orch = portal.call(AsyncOrchestrator)
+        task = portal.call(lambda: (orch.submit(py("import time; time.sleep(0.5)")),))[0]
+
+        async def in_a_cell() -> tuple[TaskState, TaskState]:
+            running = await task.wait_for("RUNNING")
+            return running, await asyncio.wait_for(task.wait(), 10)
+
+        assert asyncio.run(in_a_cell()) == (TaskState.RUNNING, TaskState.COMPLETED)
+        portal.call(orch.aclose)

@@ -127,3 +127,65 @@ async def test_a_killed_group_slow_to_exit_is_gone_when_the_policy_returns(
     else:
         end_groups_now({group: 0.1})
     assert live_members(process.pid) == []
+
+
+class FaultyGroup:
+    """A runner's group whose methods raise, in front of a real local group: a bug in a
+    third-party runner, or a worker that no longer answers."""
+
+    def __init__(self, pgid: int, fails: set[str]) -> None:
+        self.real = ProcessGroup(pgid)
+        self.fails = fails
+
+    def _do(self, name: str) -> object:
+        if name in self.fails:
+            raise OSError(f"{name} failed")
+        return getattr(self.real, name)()
+
+    def terminate(self) -> None:
+        self._do("terminate")
+
+    def kill(self) -> None:
+        self._do("kill")
+
+    def alive(self) -> bool:
+        return bool(self._do("alive"))
+
+
+def test_one_groups_fault_does_not_stop_the_policy_for_the_others(tmp_path, spawned, caplog):
+    """`end_groups_now` (interpreter exit, recovery) over a group whose terminate and
+    kill raise, beside two good groups: the good ones are still ended, the fault is
+    logged, and nothing raises. An exception escaping the first group's terminate left
+    every group running at kernel exit."""
+    bad = spawned(py("import time; time.sleep(100)"))
+    good = [spawned(py("import time; time.sleep(100)")) for _ in range(2)]
+    groups = {FaultyGroup(bad.pid, {"terminate", "kill"}): 0.5}
+    groups.update({ProcessGroup(p.pid): 0.5 for p in good})
+    end_groups_now(groups)
+    assert all(group_gone(p.pid) for p in good)
+    assert "could not terminate" in caplog.text and "could not kill" in caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_group_that_cannot_say_it_is_alive_is_not_waited_for(tmp_path, spawned, caplog):
+    """`end_group` over a group whose `alive` raises returns at once (logged) instead
+    of raising into the task that stops, or waiting for ever."""
+    process = spawned(py("import time; time.sleep(100)"))
+    with anyio.fail_after(5):
+        await end_group(FaultyGroup(process.pid, {"alive"}), 30)
+    assert "could not tell whether" in caplog.text
+    eventually(lambda: process.poll() is not None, timeout=5)  # the SIGTERM was sent
+
+
+@pytest.mark.parametrize("pgid", [0, -1, 1, True])
+def test_a_group_id_no_command_can_have_is_never_signalled(pgid):
+    """ProcessGroup(0) would signal the caller's own group (killpg(0)), 1 is init's,
+    and a negative id is refused by the system: such a group is gone from the start and
+    its methods send nothing. A history row with pid 0 made %load_ext SIGTERM and then
+    SIGKILL the kernel's own process group."""
+    group = ProcessGroup(pgid)
+    assert not group.alive()
+    group.terminate()
+    group.kill()  # this process (in the test's group) is still here to assert:
+    assert not group.alive()
