@@ -208,8 +208,10 @@ def check_cwd(cwd: str | None) -> str | None:
     if cwd is None:
         return None
     path = os.path.expanduser(cwd)
-    if "\0" in path or not os.path.isdir(path):
+    if "\0" in path or not os.path.exists(path):
         raise UsageError(f"--cwd: no such directory: {cwd}")
+    if not os.path.isdir(path):
+        raise UsageError(f"--cwd: not a directory: {cwd}")
     try:
         return os.path.abspath(path)
     except OSError:  # relative, and the kernel's directory has been deleted

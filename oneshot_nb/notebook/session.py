@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from anyio.from_thread import start_blocking_portal
@@ -83,6 +84,42 @@ class PortalLoop:
         self._exit.close()
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) back until the block ends, then deliver it as usual.
+
+    For what must be made whole or not at all. A KeyboardInterrupt while anyio's
+    start_blocking_portal waits for its new loop hung the magic for good: its
+    `finally: thread.join()` waits for a loop that nobody stops (a second Ctrl-C got
+    out, leaving the loop thread running). Held, the interrupt is raised once the
+    block is done: the portal is then whole, and a later magic uses it.
+
+    Python runs signal handlers on the main thread only, whatever thread the
+    signal reaches, so the handler is what holds it back; a signal mask would not
+    (the kernel hands a signal that the main thread blocks to another thread). Nor is
+    the loop thread's mask changed: the commands it starts would inherit it, and
+    then a `kill -INT` would not reach them.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    # Off the main thread no KeyboardInterrupt is raised; None is a handler that was
+    # not set from Python, which could not be set back.
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    held: list[int] = []
+    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)  # to this thread: its handler runs now
+
+
 def _name_the_loop_thread() -> asyncio.AbstractEventLoop:
     # Named from inside: start_blocking_portal takes a thread name from anyio 4.9 only.
     threading.current_thread().name = "oneshot_nb loop"
@@ -123,14 +160,17 @@ class Session:
         """The shell's orchestrator, made on first use on the running loop, or on a
         PortalLoop when none runs between cells."""
         if self._orchestrator is None:
-            if not self._loop_runs_between_cells():
-                self.portal = PortalLoop()
-            self._orchestrator = self.call(
-                AsyncOrchestrator, self.settings.limit, **task_defaults(self.settings)
-            )
-            if self.store is not None:
-                self.store.attach(self._orchestrator)
-            atexit.register(self.close)
+            # A Ctrl-C meanwhile is raised once both are made.
+            with interrupts_held():
+                if self.portal is None and not self._loop_runs_between_cells():
+                    self.portal = PortalLoop()
+                orchestrator = self.call(
+                    AsyncOrchestrator, self.settings.limit, **task_defaults(self.settings)
+                )
+                if self.store is not None:
+                    self.store.attach(orchestrator)
+                self._orchestrator = orchestrator
+                atexit.register(self.close)
         self.warn_store()
         return self._orchestrator
 

@@ -107,7 +107,7 @@ def _orphan(row: tuple[Any, ...]) -> Orphan | None:
     if not isinstance(task_id, str) or kernel_host not in (None, HOST):
         return None  # an id this package never writes (NULL, a blob): not our task
     if kernel is not None:
-        kernel_pid = _pid(kernel)
+        kernel_pid = _pid(kernel, lowest=1)  # a kernel may be init in a container
         if kernel_pid is None:
             # A kernel pid no process can have (text, out of range) cannot tell us
             # whether that kernel still runs: settling its tasks might stop a live
@@ -124,9 +124,9 @@ def _orphan(row: tuple[Any, ...]) -> Orphan | None:
     return Orphan(task_id, place, _grace(grace))
 
 
-def _pid(value: object) -> int | None:
-    """A pid some process could have, else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= MAX_PID:
+def _pid(value: object, lowest: int = 2) -> int | None:
+    """A pid some process could have, else None. A task's group is never 1 (init's)."""
+    if isinstance(value, int) and not isinstance(value, bool) and lowest <= value <= MAX_PID:
         return value
     return None
 

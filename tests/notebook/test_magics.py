@@ -3,7 +3,9 @@ loop in a background thread where no event loop runs (terminal IPython, scripts)
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -103,6 +105,95 @@ def test_exit_cleanup_stops_every_task_and_can_run_twice(ip, magics):
     assert group_gone(task.pid)
     assert magics.session.portal.loop.is_closed()
     magics.session.close()
+
+
+# A terminal IPython's first %oneshot, with a Ctrl-C (SIGINT) from another thread after
+# argv[1] seconds; then a second %oneshot, and a Ctrl-C in a cell. It prints what it saw.
+CTRL_C_AT_START = """
+import faulthandler, os, signal, sys, threading, time
+faulthandler.dump_traceback_later(8, exit=True)  # a hang: the stacks, then exit 1
+os.environ["ONESHOT_NB_DB"] = ":memory:"
+from IPython.core.interactiveshell import InteractiveShell
+
+def interrupted(fn):
+    try:
+        fn()
+    except KeyboardInterrupt:
+        return True
+    return False
+
+def loop_threads():
+    names = (t.name for t in threading.enumerate())
+    return sorted(n for n in names if n.startswith(("asyncio-portal", "oneshot_nb")))
+
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "oneshot_nb")
+sent = threading.Event()
+def ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+    sent.set()
+timer = threading.Timer(float(sys.argv[1]), ctrl_c)
+first = interrupted(lambda: (timer.start(), ip.run_line_magic("oneshot", "--quiet true")))
+late = interrupted(lambda: (sent.wait(5), time.sleep(0.2)))  # after the magic: caught here
+print("first:", "interrupted" if first else "late" if late else "returned")
+print("threads after the first:", loop_threads())
+task = ip.run_line_magic("oneshot", "--quiet echo second")
+while not task.done:
+    time.sleep(0.01)
+print("second:", task.output.strip())
+print("threads after the second:", loop_threads())
+threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+start = time.monotonic()
+print("ctrl-c in a cell:", interrupted(lambda: time.sleep(5)) and time.monotonic() - start < 2)
+"""
+
+
+def test_a_ctrl_c_while_the_loop_thread_starts_leaves_it_whole_or_not_there():
+    """A Ctrl-C landing while the first %oneshot starts the loop thread is raised once
+    the thread runs (or before it starts): the magic does not hang, no half-started
+    loop thread is left, the next %oneshot runs on the one loop thread, and a later
+    Ctrl-C interrupts a cell as usual.
+
+    Regression: a KeyboardInterrupt while anyio's start_blocking_portal waited for its
+    loop hung the magic in `thread.join()` for good. The loop's start takes tens of
+    milliseconds (its imports), so a Ctrl-C at each of these delays lands in it."""
+    delays = [0.001, 0.002, 0.003, 0.004, 0.005, 0.007, 0.01]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CTRL_C_AT_START, str(delay)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for delay in delays
+    ]
+    firsts = []
+    for delay, run in zip(delays, runs, strict=True):
+        try:
+            out, err = run.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            out, err = run.communicate()
+        assert run.returncode == 0, f"Ctrl-C after {delay}s: {out}{err}"
+        lines = dict(line.split(": ", 1) for line in out.splitlines())
+        firsts.append(lines["first"])
+        assert lines["threads after the first"] in ("[]", "['oneshot_nb loop']"), out
+        assert lines["second"] == "second", out
+        assert lines["threads after the second"] == "['oneshot_nb loop']", out
+        assert lines["ctrl-c in a cell"] == "True", out
+    # The Ctrl-Cs did land in the first magic (it takes longer than these delays).
+    assert "interrupted" in firsts
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_commands_from_the_loop_thread_do_not_block_sigint(ip, magics):
+    """A command started on the loop thread inherits that thread's signal mask: SIGINT
+    must not be blocked there, or `kill -INT` would not reach the command."""
+    task = oneshot(ip, "--quiet grep SigBlk /proc/self/status")
+    eventually(lambda: task.done)
+    assert magics.session.portal is not None
+    blocked = int(task.output.split()[1], 16)
+    assert not blocked & (1 << (signal.SIGINT - 1)), task.output
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -331,6 +422,20 @@ def test_a_relative_cwd_in_a_deleted_directory_is_one_line(ip, magics, tmp_path,
     gone.rmdir()
     with pytest.raises(UsageError, match=r"--cwd: \. is relative and the kernel's directory"):
         ip.run_line_magic("oneshot", "--cwd . pwd")
+
+
+def test_a_cwd_that_is_a_file_is_not_a_directory(ip, magics, tmp_path):
+    """A --cwd that exists but is no directory says so; one that is not there at all
+    (under a file, too) is no such directory."""
+    file = tmp_path / "file"
+    file.write_text("")
+    with pytest.raises(UsageError) as error:
+        ip.run_line_magic("oneshot", f"--cwd {file} true")
+    assert str(error.value) == f"--cwd: not a directory: {file}"
+    with pytest.raises(UsageError) as error:
+        ip.run_line_magic("oneshot", f"--cwd {file}/sub true")
+    assert str(error.value) == f"--cwd: no such directory: {file}/sub"
+    assert magics.orchestrator.tasks == []
 
 
 def test_infinite_timeout_and_idle_mean_never(ip, magics):
