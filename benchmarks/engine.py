@@ -354,8 +354,16 @@ def print_table(figures: list[Figure]) -> None:
     for fig in figures:
         target, result = _verdict(fig)
         ratio = "-" if fig.ratio is None else f"{fig.ratio:.2f}"
-        print(ROW.format(fig.name, _fmt(fig.base_med, fig.unit), _fmt(fig.subj_med, fig.unit),
-                         ratio, target, result))
+        print(
+            ROW.format(
+                fig.name,
+                _fmt(fig.base_med, fig.unit),
+                _fmt(fig.subj_med, fig.unit),
+                ratio,
+                target,
+                result,
+            )
+        )
     print()
     print("  samples (baseline | oneshot_nb), in measurement order:")
     for fig in figures:
@@ -373,13 +381,19 @@ def header(args: argparse.Namespace) -> None:
 
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or "?"
     print(f"python {platform.python_version()} ({sys.executable})")
-    print(f"anyio {version('anyio')}  python-statemachine {version('python-statemachine')}  "
-          f"oneshot_nb {version('oneshot_nb')} ({os.path.dirname(oneshot_nb.__file__)})")
-    print(f"nproc {nproc}  os.cpu_count {os.cpu_count()}  loadavg {os.getloadavg()[0]:.2f}  "
-          f"{platform.system()} {platform.release()}")
-    print(f"mode {'quick' if args.quick else 'full'}: spawn {args.spawn} x {args.rounds_first} "
-          f"rounds, drain {args.drain // MiB} MiB x {args.rounds}, "
-          f"rss {args.rss // MiB} MiB x {args.rss_rounds} (each run in a fresh process)")
+    print(
+        f"anyio {version('anyio')}  python-statemachine {version('python-statemachine')}  "
+        f"oneshot_nb {version('oneshot_nb')} ({os.path.dirname(oneshot_nb.__file__)})"
+    )
+    print(
+        f"nproc {nproc}  os.cpu_count {os.cpu_count()}  loadavg {os.getloadavg()[0]:.2f}  "
+        f"{platform.system()} {platform.release()}"
+    )
+    print(
+        f"mode {'quick' if args.quick else 'full'}: spawn {args.spawn} x {args.rounds_first} "
+        f"rounds, drain {args.drain // MiB} MiB x {args.rounds}, "
+        f"rss {args.rss // MiB} MiB x {args.rss_rounds} (each run in a fresh process)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -388,8 +402,13 @@ def run(args: argparse.Namespace) -> None:
     figures: list[Figure] = []
     n, limit = args.spawn, 8
 
-    def timed(fig: Figure, rounds: int, base: Callable[[], float],
-              subj: Callable[[], float], warmup: bool = True) -> None:
+    def timed(
+        fig: Figure,
+        rounds: int,
+        base: Callable[[], float],
+        subj: Callable[[], float],
+        warmup: bool = True,
+    ) -> None:
         t0 = time.perf_counter()
         measure(fig, rounds, base, subj, warmup)
         figures.append(fig)
@@ -399,24 +418,31 @@ def run(args: argparse.Namespace) -> None:
     # task, a figure that other load on the machine disturbs much less than wall time.
     cpu = Figure("  spawn argv, CPU of this process/task", "ms")
 
-    def cpu_ms(fn: Callable[[], float], samples: list[float],
-               per: float = n) -> Callable[[], float]:
+    def cpu_ms(
+        fn: Callable[[], float], samples: list[float], per: float = n
+    ) -> Callable[[], float]:
         def run_one() -> float:
             before = _cpu_seconds()
             result = fn()
             samples.append((_cpu_seconds() - before) * 1000 / per)
             return result
+
         return run_one
 
-    timed(Figure(f"1 spawn {n} true @{limit}, argv", "s", target=("<=", 1.3, "ratio")),
-          args.rounds_first,
-          cpu_ms(lambda: asyncio.run(_spawn_raw(n, limit, shell=False)), cpu.base),
-          cpu_ms(lambda: asyncio.run(_spawn_engine(n, limit, shell=False)), cpu.subj))
+    timed(
+        Figure(f"1 spawn {n} true @{limit}, argv", "s", target=("<=", 1.3, "ratio")),
+        args.rounds_first,
+        cpu_ms(lambda: asyncio.run(_spawn_raw(n, limit, shell=False)), cpu.base),
+        cpu_ms(lambda: asyncio.run(_spawn_engine(n, limit, shell=False)), cpu.subj),
+    )
     del cpu.base[0], cpu.subj[0]  # the warm-up runs
     figures.append(cpu)
-    timed(Figure(f"  spawn {n} 'true' @{limit}, shell str", "s"), args.rounds,
-          lambda: asyncio.run(_spawn_raw(n, limit, shell=True)),
-          lambda: asyncio.run(_spawn_engine(n, limit, shell=True)))
+    timed(
+        Figure(f"  spawn {n} 'true' @{limit}, shell str", "s"),
+        args.rounds,
+        lambda: asyncio.run(_spawn_raw(n, limit, shell=True)),
+        lambda: asyncio.run(_spawn_engine(n, limit, shell=True)),
+    )
 
     # 2. drain throughput (times turned into MiB/s per round)
     size = args.drain
@@ -426,41 +452,58 @@ def run(args: argparse.Namespace) -> None:
         return lambda: mib / fn()
 
     cpu = Figure("  drain, CPU of this process per MiB", "ms")
-    timed(Figure(f"2 drain {size // MiB} MiB, no listener", "MiB/s",
-                 target=(">=", 0.8, "ratio")), args.rounds,
-          cpu_ms(rate(lambda: asyncio.run(_drain_raw(size))), cpu.base, mib),
-          cpu_ms(rate(lambda: asyncio.run(_drain_engine(size))), cpu.subj, mib))
+    timed(
+        Figure(f"2 drain {size // MiB} MiB, no listener", "MiB/s", target=(">=", 0.8, "ratio")),
+        args.rounds,
+        cpu_ms(rate(lambda: asyncio.run(_drain_raw(size))), cpu.base, mib),
+        cpu_ms(rate(lambda: asyncio.run(_drain_engine(size))), cpu.subj, mib),
+    )
     del cpu.base[0], cpu.subj[0]  # the warm-up runs
     figures.append(cpu)
-    timed(Figure("  drain, + counting listener", "MiB/s"), args.rounds,
-          rate(lambda: asyncio.run(_drain_raw(size))),
-          rate(lambda: asyncio.run(_drain_engine(size, "listener"))))
-    timed(Figure("  drain, + counting subscriber", "MiB/s"), args.rounds,
-          rate(lambda: asyncio.run(_drain_raw(size))),
-          rate(lambda: asyncio.run(_drain_engine(size, "subscriber"))))
+    timed(
+        Figure("  drain, + counting listener", "MiB/s"),
+        args.rounds,
+        rate(lambda: asyncio.run(_drain_raw(size))),
+        rate(lambda: asyncio.run(_drain_engine(size, "listener"))),
+    )
+    timed(
+        Figure("  drain, + counting subscriber", "MiB/s"),
+        args.rounds,
+        rate(lambda: asyncio.run(_drain_raw(size))),
+        rate(lambda: asyncio.run(_drain_engine(size, "subscriber"))),
+    )
 
     # 4. the history store: draining with it on, against the same drain without it
     stored = args.stored
     committed: list[float] = []
-    timed(Figure(f"4 drain {size_name(stored)} with store", "s", target=("<=", 2.0, "ratio")),
-          args.rounds,
-          lambda: asyncio.run(_drain_stored(stored, False, [])),
-          lambda: asyncio.run(_drain_stored(stored, True, committed)))
+    timed(
+        Figure(f"4 drain {size_name(stored)} with store", "s", target=("<=", 2.0, "ratio")),
+        args.rounds,
+        lambda: asyncio.run(_drain_stored(stored, False, [])),
+        lambda: asyncio.run(_drain_stored(stored, True, committed)),
+    )
     done = Figure("  ... until all of it is committed", "s")
     done.base[:] = figures[-1].base
     done.subj[:] = committed[1:]  # without the warm-up run
     figures.append(done)
     lines = args.stored_lines
-    timed(Figure(f"  {lines:,} log lines from Python, with store", "s"), args.rounds,
-          lambda: asyncio.run(_drain_stored(0, False, [], _log_lines(lines))),
-          lambda: asyncio.run(_drain_stored(0, True, [], _log_lines(lines))))
+    timed(
+        Figure(f"  {lines:,} log lines from Python, with store", "s"),
+        args.rounds,
+        lambda: asyncio.run(_drain_stored(0, False, [], _log_lines(lines))),
+        lambda: asyncio.run(_drain_stored(0, True, [], _log_lines(lines))),
+    )
 
     # 3. peak RSS growth, each round in a fresh child process
-    timed(Figure(f"3 peak RSS growth, {size_name(args.rss)} task", "MiB",
-                 target=("<=", 64, "subject")), args.rss_rounds,
-          lambda: _rss_growth("raw", args.rss),
-          lambda: _rss_growth("engine", args.rss),
-          warmup=False)  # a fresh process each round: nothing to warm
+    timed(
+        Figure(
+            f"3 peak RSS growth, {size_name(args.rss)} task", "MiB", target=("<=", 64, "subject")
+        ),
+        args.rss_rounds,
+        lambda: _rss_growth("raw", args.rss),
+        lambda: _rss_growth("engine", args.rss),
+        warmup=False,
+    )  # a fresh process each round: nothing to warm
 
     print_table(figures)
     print(f"\n  total {time.perf_counter() - started:.0f} s, loadavg now {os.getloadavg()[0]:.2f}")

@@ -187,8 +187,10 @@ def start_kernel(workdir: str, code: str | None) -> Kernel:
 def run_shown(kind: str, n: int, workdir: str, code: str | None) -> Shown:
     kernel = start_kernel(workdir, code)
     try:
-        setup = SETUP_TASKS.format(n=n, real=min(REAL, n)) if kind == "tasks" else (
-            SETUP_HISTORY.format(n=n)
+        setup = (
+            SETUP_TASKS.format(n=n, real=min(REAL, n))
+            if kind == "tasks"
+            else (SETUP_HISTORY.format(n=n))
         )
         kernel.run(setup, timeout=600)
         time.sleep(0.5)  # let the setup's own late updates pass
@@ -297,12 +299,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="rounds of every scenario (3; 1 quick)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of refresh run")
     parser.add_argument(
-        "--scenarios", default="tasks,history,refresh", metavar="LIST",
+        "--scenarios",
+        default="tasks,history,refresh",
+        metavar="LIST",
         help="a subset of tasks,history,refresh (default: all)",
     )
     parser.add_argument(
-        "--code", metavar="DIR", help="import oneshot_nb from DIR in the kernels (an export"
-        " of another commit, to compare)"
+        "--code",
+        metavar="DIR",
+        help="import oneshot_nb from DIR in the kernels (an export of another commit, to compare)",
     )
     args = parser.parse_args()
     n = args.tasks or (1000 if args.quick else 10_000)
@@ -312,9 +317,10 @@ def main() -> None:
         f"python {sys.version.split()[0]}  ipykernel {_version('ipykernel')}"
         f"  ipywidgets {_version('ipywidgets')}  nproc {os.cpu_count()}  load average {_load()}"
     )
-    print(f"{n} tasks, {rounds} round(s), baseline {PAGE} tasks" + (
-        f", oneshot_nb from {args.code}" if args.code else ""
-    ))
+    print(
+        f"{n} tasks, {rounds} round(s), baseline {PAGE} tasks"
+        + (f", oneshot_nb from {args.code}" if args.code else "")
+    )
     print()
     workdir = tempfile.mkdtemp(prefix="oneshot-bench-tables-")
     chosen = {name.strip() for name in args.scenarios.split(",")}

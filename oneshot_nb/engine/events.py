@@ -129,9 +129,7 @@ class Subscription:
 
     def _flush_gap(self) -> None:
         if self._gap:
-            self._queue.append(
-                TaskEvent(self._gap_task, "dropped", time.time(), count=self._gap)
-            )
+            self._queue.append(TaskEvent(self._gap_task, "dropped", time.time(), count=self._gap))
             self._gap = 0
 
     def _wake(self) -> None:

@@ -73,9 +73,7 @@ class OneshotStateMachine(StateMachine):
     finish = COMPLETED.from_(RUNNING, IDLE)
     fail = FAILED.from_(CREATED, RUNNING, IDLE)
 
-    def __init__(
-        self, task_id: str, process: Group | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, task_id: str, process: Group | None = None, **kwargs: Any) -> None:
         self.task_id = task_id
         self.process = process
         super().__init__(**kwargs)

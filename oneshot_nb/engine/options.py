@@ -64,7 +64,6 @@ class TaskOptions:
         return dataclasses.replace(self, **changes) if changes else self
 
 
-
 def with_changes(options: Any, changes: dict[str, Any]) -> TaskOptions:
     """`options` (None: the defaults) with `changes` (UNSET values left out), checked."""
     if options is None:
@@ -179,9 +178,7 @@ def check_cwd(cwd: Any) -> str | None:
         ) from None
 
 
-def check_options(
-    idle_after: Any, timeout: Any, grace: Any, max_log_bytes: Any
-) -> None:
+def check_options(idle_after: Any, timeout: Any, grace: Any, max_log_bytes: Any) -> None:
     """Raise naming the first option that is out of range.
 
     `idle_after` and `timeout` may be None or inf: never. `grace` must be finite: an

@@ -37,7 +37,6 @@ from .task import OneshotTask
 logger = logging.getLogger("oneshot_nb")
 
 
-
 class Lifecycle(enum.Enum):
     """Where an orchestrator is in its life; it goes one way only."""
 
@@ -103,8 +102,12 @@ class AsyncOrchestrator:
         runner: Runner | None = None,
     ) -> None:
         self.slots = Slots(limit)
-        given = {"idle_after": idle_after, "timeout": timeout, "grace": grace,
-                 "max_log_bytes": max_log_bytes}  # fmt: skip
+        given = {
+            "idle_after": idle_after,
+            "timeout": timeout,
+            "grace": grace,
+            "max_log_bytes": max_log_bytes,
+        }
         self._options = with_changes(options, given)
         self._runner: Runner = LocalRunner() if runner is None else check_runner(runner)
         self._hub = EventHub()
@@ -240,11 +243,17 @@ class AsyncOrchestrator:
         if slots is not None and not isinstance(slots, Slots):
             raise TypeError(f"slots must be a Slots, got {type(slots).__name__}")
         task = OneshotTask(
-            command, name=name, idle_after=idle_after, timeout=timeout, grace=grace,
-            cwd=cwd, env=env, max_log_bytes=max_log_bytes,
+            command,
+            name=name,
+            idle_after=idle_after,
+            timeout=timeout,
+            grace=grace,
+            cwd=cwd,
+            env=env,
+            max_log_bytes=max_log_bytes,
             options=self.options if options is None else options,
             runner=self.runner if runner is None else runner,
-        )  # fmt: skip
+        )
         task.output_gate = self.output_gate
         self._start_host()
         task.bind_to_running_loop()
@@ -283,8 +292,7 @@ class AsyncOrchestrator:
         base = options.pop("options", None)
         shared = with_changes(self.options if base is None else base, options)
         tasks = [
-            self.submit(command, slots=slots, options=shared, runner=runner)
-            for command in commands
+            self.submit(command, slots=slots, options=shared, runner=runner) for command in commands
         ]
         return Batch(tasks, slots, fail_fast)
 

@@ -134,9 +134,7 @@ class Running(Supervision):
                 # Reaped as soon as it exits, not once its pipes end: a daemon it started
                 # may hold them open long after, and it would stay a zombie till then.
                 self._watchers.start_soon(self._reap)
-                self._watchers.start_soon(
-                    self._pump, process.stderr, "stderr", self._stderr_done
-                )
+                self._watchers.start_soon(self._pump, process.stderr, "stderr", self._stderr_done)
                 await self._pump(process.stdout, "stdout", self._stdout_done)
                 await self._stderr_done.wait()
                 await self._reap()

@@ -73,9 +73,14 @@ class OneshotTask(Running):
     ) -> None:
         self.command: Command = check_command(command)
         given = {
-            "name": name, "idle_after": idle_after, "timeout": timeout, "grace": grace,
-            "cwd": cwd, "env": env, "max_log_bytes": max_log_bytes,
-        }  # fmt: skip
+            "name": name,
+            "idle_after": idle_after,
+            "timeout": timeout,
+            "grace": grace,
+            "cwd": cwd,
+            "env": env,
+            "max_log_bytes": max_log_bytes,
+        }
         self.options = with_changes(options, given)
         self.runner: Runner = LOCAL if runner is None else check_runner(runner)
         # Fixed now, not at spawn: a task that waits for a slot runs where, and with the

@@ -30,9 +30,7 @@ class HistoryMagics(Magics):
         super().__init__(shell=shell, **kwargs)
 
     @magic_arguments()
-    @argument(
-        "--limit", type=whole_number, metavar="N", help="Tasks per page, newest first (50)."
-    )
+    @argument("--limit", type=whole_number, metavar="N", help="Tasks per page, newest first (50).")
     @argument("--failed", action="store_true", help="Only tasks that FAILED.")
     @argument("--grep", metavar="TEXT", help="Only tasks whose name or command has TEXT.")
     @argument("--prune", type=float, metavar="DAYS", help="Delete tasks older than DAYS.")
@@ -154,6 +152,5 @@ def _rerun_env(record: records.TaskRecord, from_kernel: bool) -> dict[str, str]:
         )
     # Given explicitly, so that the rerun's own record is redacted as the original's.
     return {
-        name: os.environ[name] if name in missing else value
-        for name, value in record.env.items()
+        name: os.environ[name] if name in missing else value for name, value in record.env.items()
     }

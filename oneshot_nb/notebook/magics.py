@@ -30,7 +30,6 @@ from .parsing import (
 from .session import TASK_DEFAULTS, Session, task_defaults
 
 if TYPE_CHECKING:
-
     from ..engine.batch import Batch
     from ..engine.orchestrator import AsyncOrchestrator
     from ..engine.task import OneshotTask

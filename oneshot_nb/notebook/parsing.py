@@ -36,9 +36,7 @@ def grace_seconds(text: str) -> float:
     except ValueError:
         value = math.nan
     if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(
-            f"expected a finite number of seconds >= 0, got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
     return value
 
 

@@ -128,9 +128,7 @@ class LogTail:
         ]
         for stream, line in self._partial.items():
             if line:
-                result.append(
-                    {"output_type": "stream", "name": stream, "text": _overwrite(line)}
-                )
+                result.append({"output_type": "stream", "name": stream, "text": _overwrite(line)})
         return tuple(result)
 
     @property

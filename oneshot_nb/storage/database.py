@@ -155,9 +155,7 @@ def from_sql(value: str | bytes | None) -> str | None:
 
 
 def _escaped(text: str) -> bool:
-    return all(
-        "\udc80" <= char <= "\udcff" for char in text if "\ud800" <= char <= "\udfff"
-    )
+    return all("\udc80" <= char <= "\udcff" for char in text if "\ud800" <= char <= "\udfff")
 
 
 def fault_kind(exc: BaseException) -> FaultKind:

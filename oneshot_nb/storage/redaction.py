@@ -19,16 +19,44 @@ REDACTED = "<redacted>"
 # AWS_SESSION_TOKEN is caught by TOKEN anyway.
 SECRET_PARTS = frozenset(
     {
-        "PASS", "PASSWORD", "PASSWD", "PASSPHRASE", "PGPASS", "SECRET", "SECRETS",
-        "TOKEN", "TOKENS", "KEY", "KEYS", "APIKEY", "PAT", "DSN", "JWT", "CREDENTIAL",
-        "CREDENTIALS", "CREDS", "AUTH", "COOKIE", "COOKIES", "PRIVATE", "SALT", "OTP",
+        "PASS",
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "PGPASS",
+        "SECRET",
+        "SECRETS",
+        "TOKEN",
+        "TOKENS",
+        "KEY",
+        "KEYS",
+        "APIKEY",
+        "PAT",
+        "DSN",
+        "JWT",
+        "CREDENTIAL",
+        "CREDENTIALS",
+        "CREDS",
+        "AUTH",
+        "COOKIE",
+        "COOKIES",
+        "PRIVATE",
+        "SALT",
+        "OTP",
     }
 )
 # A part that ends with one of these is secret too (PGPASSWORD, HFTOKEN, MYAPIKEY): no
 # ordinary word ends so. KEY, PASS and AUTH must stand alone: MONKEY, BYPASS, OAUTH.
 SECRET_ENDINGS = (
-    "PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "APIKEY", "ACCESSKEY",
-    "SECRETKEY", "PRIVATEKEY",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "SECRET",
+    "TOKEN",
+    "APIKEY",
+    "ACCESSKEY",
+    "SECRETKEY",
+    "PRIVATEKEY",
 )
 # PWD alone is the working directory (and OLDPWD the previous one); as a part of a
 # longer name (MYSQL_PWD, DB_PWD) it is a password.

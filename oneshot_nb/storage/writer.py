@@ -144,7 +144,10 @@ class Writer:
             logger.warning(
                 "oneshot_nb: %d bytes of output and %d records could not be saved to %s"
                 " before it closed (%s)",
-                held.size, len(held.items) - held.chunks, self.path, self.fault,
+                held.size,
+                len(held.items) - held.chunks,
+                self.path,
+                self.fault,
             )
         self._link.close()
 

@@ -138,14 +138,16 @@ async def test_text_wanted_again_after_a_gap_continues_from_the_chunk_before(gap
         orch.listeners.append(text_listener)
         # Each write waits for the test to have read the one before (go0, go1).
         go = [tmp_path / "go0", tmp_path / "go1"]
-        task = orch.submit(py(
-            "import os, sys, time; out = sys.stdout.buffer\n"
-            f"out.write({PARTS[0]!r}); out.flush()\n"
-            f"while not os.path.exists({str(go[0])!r}): time.sleep(0.005)\n"
-            f"out.write({PARTS[1]!r}); out.flush()\n"
-            f"while not os.path.exists({str(go[1])!r}): time.sleep(0.005)\n"
-            f"out.write({PARTS[2]!r}); out.flush()\n"
-        ))
+        task = orch.submit(
+            py(
+                "import os, sys, time; out = sys.stdout.buffer\n"
+                f"out.write({PARTS[0]!r}); out.flush()\n"
+                f"while not os.path.exists({str(go[0])!r}): time.sleep(0.005)\n"
+                f"out.write({PARTS[1]!r}); out.flush()\n"
+                f"while not os.path.exists({str(go[1])!r}): time.sleep(0.005)\n"
+                f"out.write({PARTS[2]!r}); out.flush()\n"
+            )
+        )
         await wait_until(lambda: task.bytes_written["stdout"] == len(PARTS[0]))
         go[0].touch()
         await wait_until(lambda: task.bytes_written["stdout"] == len(PARTS[0] + PARTS[1]))
@@ -172,9 +174,7 @@ async def test_transition_events_of_an_idle_then_stopped_task():
         ("transition", "interrupt", IDLE, INTERRUPTED, "stopped"),
         ("settled", None, None, INTERRUPTED, "stopped"),
     ]
-    assert [t.time for t in task.transitions] == [
-        e.time for e in events if e.kind == "transition"
-    ]
+    assert [t.time for t in task.transitions] == [e.time for e in events if e.kind == "transition"]
 
 
 async def test_spawn_error_announces_one_transition_to_failed():
@@ -288,7 +288,11 @@ async def test_subscription_drops_only_output_beyond_maxsize():
     subscription.close()
     received = [e async for e in subscription]
     assert [(e.kind, e.count) for e in received] == [
-        ("output", 0), ("output", 0), ("dropped", 3), ("transition", 0), ("transition", 0)
+        ("output", 0),
+        ("output", 0),
+        ("dropped", 3),
+        ("transition", 0),
+        ("transition", 0),
     ]
     assert subscription.dropped == 3
     assert closed == [subscription]
@@ -323,9 +327,7 @@ async def test_dropped_event_names_the_task_whose_output_was_lost_first():
     subscription.put(transition(COMPLETED, "c"))
     subscription.close()
     received = [(e.kind, e.task_id, e.count) async for e in subscription]
-    assert received == [
-        ("output", "a", 0), ("dropped", "b", 2), ("transition", "c", 0)
-    ]
+    assert received == [("output", "a", 0), ("dropped", "b", 2), ("transition", "c", 0)]
 
 
 async def test_subscribing_after_the_orchestrator_closed_ends_at_once():

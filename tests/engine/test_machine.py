@@ -99,9 +99,15 @@ def test_every_transition_is_allowed_or_raises(source: str, event: str):
 
 @pytest.mark.parametrize(
     ("source", "event"),
-    [("CREATED", "finish"), ("IDLE", "detect_silence"), ("RUNNING", "start"),
-     ("CREATED", "detect_activity"), ("COMPLETED", "interrupt"), ("FAILED", "start"),
-     ("INTERRUPTED", "fail")],
+    [
+        ("CREATED", "finish"),
+        ("IDLE", "detect_silence"),
+        ("RUNNING", "start"),
+        ("CREATED", "detect_activity"),
+        ("COMPLETED", "interrupt"),
+        ("FAILED", "start"),
+        ("INTERRUPTED", "fail"),
+    ],
 )
 def test_named_illegal_transitions_raise_through_their_methods(source: str, event: str):
     """Calling the event method (`machine.finish()`) is guarded like `send`."""
@@ -175,8 +181,11 @@ def test_task_state_is_a_str_enum():
 def test_task_state_follows_the_machine():
     """`task_state` is the machine's current state as a TaskState, after every event."""
     machine = OneshotStateMachine("t1")
-    for event, expected in [("start", TaskState.RUNNING), ("detect_silence", TaskState.IDLE),
-                            ("fail", TaskState.FAILED)]:
+    for event, expected in [
+        ("start", TaskState.RUNNING),
+        ("detect_silence", TaskState.IDLE),
+        ("fail", TaskState.FAILED),
+    ]:
         machine.send(event)
         assert machine.task_state is expected
 

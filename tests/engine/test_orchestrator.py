@@ -222,9 +222,7 @@ async def test_leaving_the_block_stops_running_tasks():
 async def test_leaving_the_block_by_an_exception_still_stops_tasks():
     """An error in the block propagates, and the tasks are still stopped and reaped."""
     # The block is a task group's body, so anyio may deliver the error in a group.
-    with pytest.RaisesGroup(
-        pytest.RaisesExc(LookupError, match="boom"), allow_unwrapped=True
-    ):
+    with pytest.RaisesGroup(pytest.RaisesExc(LookupError, match="boom"), allow_unwrapped=True):
         async with AsyncOrchestrator(grace=GRACE) as orch:
             task = orch.submit(LONG)
             await wait_for_line(task, "up")
@@ -318,8 +316,14 @@ def test_submit_without_a_running_loop_raises_a_clear_error():
 
 @pytest.mark.parametrize(
     ("limit", "error"),
-    [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError),
-     ("2", TypeError), (None, TypeError)],
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (1.5, TypeError),
+        (True, TypeError),
+        ("2", TypeError),
+        (None, TypeError),
+    ],
 )
 def test_bad_limit_is_refused_naming_limit(limit, error):
     """The limit must be a whole number >= 1; booleans and floats are refused."""
@@ -550,9 +554,7 @@ async def test_slots_hand_out_the_lowest_free_number_across_limit_changes():
         (["true"], {"grace": float("inf")}, ValueError, "grace must be a finite number"),
     ],
 )
-async def test_bad_batch_arguments_are_refused_and_start_nothing(
-    commands, options, error, message
-):
+async def test_bad_batch_arguments_are_refused_and_start_nothing(commands, options, error, message):
     """Regression: submit_batch("true") ran four tasks t, r, u, e."""
     async with AsyncOrchestrator() as orch:
         with pytest.raises(error, match=message):
@@ -560,9 +562,7 @@ async def test_bad_batch_arguments_are_refused_and_start_nothing(
         assert orch.tasks == []
 
 
-async def test_a_queued_task_runs_in_the_directory_it_was_submitted_from(
-    tmp_path, monkeypatch
-):
+async def test_a_queued_task_runs_in_the_directory_it_was_submitted_from(tmp_path, monkeypatch):
     """The cwd is read at submit, not at spawn: with the limit taken, a task submitted
     in A that starts after the kernel moved to B still runs in A, and a relative cwd
     is taken relative to where it was submitted."""

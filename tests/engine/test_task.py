@@ -213,8 +213,7 @@ async def test_process_handling_sigterm_gets_to_clean_up_before_grace():
 
 async def test_stop_is_synchronous_idempotent_and_keeps_output():
     """stop(): INTERRUPTED at once, one transition however often called, output kept, reaped."""
-    task = OneshotTask(py("import time; print('before', flush=True); time.sleep(100)"),
-                       grace=GRACE)
+    task = OneshotTask(py("import time; print('before', flush=True); time.sleep(100)"), grace=GRACE)
     async with anyio.create_task_group() as tg:
         tg.start_soon(task.run)
         await wait_for_line(task, "before")
@@ -289,9 +288,7 @@ async def test_stop_before_run_ends_the_task_without_a_process():
     assert edges(task) == [(TaskState.CREATED, TaskState.INTERRUPTED)]
 
 
-async def test_stop_while_spawning_kills_the_whole_group_before_wait_returns(
-    monkeypatch, tmp_path
-):
+async def test_stop_while_spawning_kills_the_whole_group_before_wait_returns(monkeypatch, tmp_path):
     """A stop that lands while the process is being spawned: the task never becomes RUNNING,
     and its group, children included, is gone by the time wait() returns.
 
@@ -634,13 +631,16 @@ async def test_silence_goes_idle_on_time_and_output_resumes_running(tmp_path):
     first = next(e for e in events if e.kind == "output" and "first" in e.text)
     second = next(e for e in events if e.kind == "output" and "second" in e.text)
     went_idle = next(
-        e for e in events
+        e
+        for e in events
         if e.kind == "transition" and e.target is TaskState.IDLE and e.time > first.time
     )
     assert idle_after - 0.02 <= went_idle.time - first.time
     woke = next(e for e in events if e.kind == "transition" and e.time > went_idle.time)
     assert (woke.source, woke.target, woke.event) == (
-        TaskState.IDLE, TaskState.RUNNING, "detect_activity"
+        TaskState.IDLE,
+        TaskState.RUNNING,
+        "detect_activity",
     )
     assert events[events.index(woke) + 1] is second  # woken by that output, at once
     assert edges(task)[-1] == (TaskState.RUNNING, TaskState.COMPLETED)
@@ -666,7 +666,8 @@ async def test_idle_after_none_disables_idle_detection():
     task = OneshotTask(py("import time; time.sleep(0.4)"), idle_after=None)
     assert await task.run() is TaskState.COMPLETED
     assert edges(task) == [
-        (TaskState.CREATED, TaskState.RUNNING), (TaskState.RUNNING, TaskState.COMPLETED)
+        (TaskState.CREATED, TaskState.RUNNING),
+        (TaskState.RUNNING, TaskState.COMPLETED),
     ]
 
 
@@ -681,7 +682,10 @@ async def test_task_records_what_happened(tmp_path):
     assert task.command == command
     assert task.cwd == str(tmp_path)
     assert (task.started_at, task.ended_at, task.returncode, task.reason) == (
-        None, None, None, None
+        None,
+        None,
+        None,
+        None,
     )
     assert task.state is TaskState.CREATED
     assert await task.run() is TaskState.FAILED

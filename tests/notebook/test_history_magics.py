@@ -140,7 +140,10 @@ def test_oneshot_rerun_runs_the_same_command_in_the_same_cwd_with_the_same_env(
     assert isinstance(rerun, OneshotTask)
     assert rerun.id != first.id
     assert (rerun.command, rerun.name, rerun.cwd, rerun.env) == (
-        command, "again", str(workdir), {"MODE": "fast"}
+        command,
+        "again",
+        str(workdir),
+        {"MODE": "fast"},
     )
     eventually(lambda: rerun.done)
     assert rerun.state is TaskState.COMPLETED
@@ -158,9 +161,7 @@ def test_oneshot_rerun_of_an_argv_task_runs_the_same_argv(ip, magics, db):
     assert rerun.output == original.output == "$HOME a  b\n"
 
 
-def test_oneshot_rerun_of_a_file_name_that_is_not_utf8_runs_the_same_command(
-    ip, magics, tmp_path
-):
+def test_oneshot_rerun_of_a_file_name_that_is_not_utf8_runs_the_same_command(ip, magics, tmp_path):
     """A file name that is not UTF-8 (from os.listdir, through {var}) made the store
     fail and history go off. Now the task runs, and its rerun runs the very same
     command in the same directory."""
@@ -234,9 +235,7 @@ def test_a_db_setting_that_turns_history_off_makes_the_history_magics_say_why(
         assert str(raised.value) == f"task history is off: {cause}"
 
 
-def test_a_corrupt_database_turns_history_off_with_one_warning(
-    ip, db, load_magics, capsys
-):
+def test_a_corrupt_database_turns_history_off_with_one_warning(ip, db, load_magics, capsys):
     """A file that is not a database: one line on stderr says history is off, the file
     is left alone, and tasks run to their end as usual."""
     garbage = b"this is not a database\n" * 100
@@ -294,9 +293,7 @@ def test_a_store_fault_and_its_end_are_each_said_once_by_the_next_magic(
     assert get_record(later.id).read_log() == b"after\n"
 
 
-def test_history_magics_say_in_one_line_that_the_database_is_not_readable(
-    ip, db, magics, capsys
-):
+def test_history_magics_say_in_one_line_that_the_database_is_not_readable(ip, db, magics, capsys):
     """A database replaced by garbage while the kernel runs: %oneshot_history,
     %oneshot_log and --prune raise a one-line UsageError (was sqlite3.DatabaseError
     with a traceback), and the store says once that history is off."""
@@ -308,7 +305,9 @@ def test_history_magics_say_in_one_line_that_the_database_is_not_readable(
     os.replace(garbage, db)
     capsys.readouterr()
     for magic, line in [
-        ("oneshot_history", ""), ("oneshot_history", "--prune 1"), ("oneshot_log", task.id)
+        ("oneshot_history", ""),
+        ("oneshot_history", "--prune 1"),
+        ("oneshot_log", task.id),
     ]:
         with pytest.raises(UsageError) as raised:
             ip.run_line_magic(magic, line)
@@ -411,9 +410,7 @@ def test_oneshot_history_takes_the_largest_limit(ip, magics, capsys):
     assert [row.split()[0] for row in capsys.readouterr().out.splitlines()] == [task.id]
 
 
-def test_history_magics_say_a_file_overwritten_in_place_is_not_a_database(
-    ip, db, magics, capsys
-):
+def test_history_magics_say_a_file_overwritten_in_place_is_not_a_database(ip, db, magics, capsys):
     """A file overwritten in place (same inode) while a task runs: the magics went on
     showing the old pages left in the -wal, the task RUNNING forever. Now they say in
     one line that the file is not a database."""
@@ -423,7 +420,9 @@ def test_history_magics_say_a_file_overwritten_in_place_is_not_a_database(
     code = "import sys; open(sys.argv[1], 'r+b').write(b'this is not a database' * 100)"
     subprocess.run([sys.executable, "-c", code, db], check=True)
     for magic, line in [
-        ("oneshot_history", ""), ("oneshot_history", "--prune 1"), ("oneshot_log", running.id)
+        ("oneshot_history", ""),
+        ("oneshot_history", "--prune 1"),
+        ("oneshot_log", running.id),
     ]:
         with pytest.raises(UsageError) as raised:
             ip.run_line_magic(magic, line)

@@ -230,8 +230,7 @@ def test_fail_fast_stops_the_rest_of_the_batch(kernel):
         "sh -c 'sleep 0.5; exit 3'\n" + "sleep 30\n" * 4
     )
     result = kernel.value(
-        "await ff.wait()\n"
-        "print(json.dumps([[t.state, t.reason, t.returncode, t.pid] for t in ff]))"
+        "await ff.wait()\nprint(json.dumps([[t.state, t.reason, t.returncode, t.pid] for t in ff]))"
     )
     assert result[0][:3] == ["FAILED", "exit", 3]
     assert result[1][:2] == ["INTERRUPTED", "fail-fast"] and result[1][3] is not None
@@ -313,15 +312,19 @@ print(json.dumps([magics.limit, magics.orchestrator.limit, t.idle_after]))
 def test_invalid_config_is_refused_and_changes_nothing(kernel):
     """limit 0 or a negative grace raises TraitError (which %config reports on stderr),
     and neither the setting nor the orchestrator changes."""
-    before = kernel.value("print(json.dumps([magics.limit, magics.orchestrator.limit, "
-                          "magics.grace, magics.orchestrator.options.grace]))")
+    before = kernel.value(
+        "print(json.dumps([magics.limit, magics.orchestrator.limit, "
+        "magics.grace, magics.orchestrator.options.grace]))"
+    )
     assert kernel.run("magics.limit = 0").error.startswith("TraitError: limit must be 1 or more")
     grace_rule = "grace must be a finite number of seconds >= 0"
     assert kernel.run("magics.grace = -1").error.startswith(f"TraitError: {grace_rule}")
     assert "limit must be 1 or more" in kernel.ok("%config OneshotMagics.limit = 0").stderr
     assert grace_rule in kernel.ok("%config OneshotMagics.grace = -1").stderr
-    after = kernel.value("print(json.dumps([magics.limit, magics.orchestrator.limit, "
-                         "magics.grace, magics.orchestrator.options.grace]))")
+    after = kernel.value(
+        "print(json.dumps([magics.limit, magics.orchestrator.limit, "
+        "magics.grace, magics.orchestrator.options.grace]))"
+    )
     assert after == before
 
 

@@ -58,9 +58,7 @@ def chatty_output(label: str, count: int) -> bytes:
 
 
 @pytest.mark.slow
-def test_tasks_of_a_killed_kernel_are_stopped_and_settled_by_the_next(
-    tmp_path, kernels, leftovers
-):
+def test_tasks_of_a_killed_kernel_are_stopped_and_settled_by_the_next(tmp_path, kernels, leftovers):
     """SIGKILL a kernel with chatty and idle tasks: they outlive it; the next kernel on
     the same database stops them all at %load_ext, every task reads back INTERRUPTED,
     "kernel died", and each log is a byte-exact, non-empty prefix of what it wrote."""
@@ -104,7 +102,9 @@ def test_tasks_of_a_killed_kernel_are_stopped_and_settled_by_the_next(
     for name, (task_id, _) in tasks.items():
         record = found[name]
         assert (record.id, record.state, record.reason) == (
-            task_id, TaskState.INTERRUPTED, "kernel died"
+            task_id,
+            TaskState.INTERRUPTED,
+            "kernel died",
         )
         if name != "silent":
             log = record.read_log()

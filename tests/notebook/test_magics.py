@@ -338,9 +338,7 @@ PARALLEL_ERRORS = [
 
 
 @pytest.mark.parametrize(("line", "cell", "message"), PARALLEL_ERRORS)
-def test_a_bad_parallel_cell_is_one_clear_line_and_starts_nothing(
-    ip, magics, line, cell, message
-):
+def test_a_bad_parallel_cell_is_one_clear_line_and_starts_nothing(ip, magics, line, cell, message):
     """Each mistake raises UsageError with one line naming it, and no task is submitted."""
     orchestrator = magics.orchestrator
     with pytest.raises(UsageError) as error:

@@ -29,9 +29,9 @@ def test_rerun_refuses_naming_the_values_it_cannot_restore(ip, magics, monkeypat
     kernel had, or nothing. Now it refuses in one line naming them, and runs nothing."""
     monkeypatch.setenv("API_TOKEN", "kernel-token")
     first = run(
-        ip, "oneshot",
-        "--env API_TOKEN=t0k --env DATABASE_URL=pg://u:pw@h/d --env MODE=fast "
-        + PRINT_ENV,
+        ip,
+        "oneshot",
+        "--env API_TOKEN=t0k --env DATABASE_URL=pg://u:pw@h/d --env MODE=fast " + PRINT_ENV,
     )
     assert first.output == "t0k pg://u:pw@h/d fast\n"
     before = list(magics.orchestrator.tasks)
@@ -51,9 +51,9 @@ def test_rerun_with_env_from_kernel_takes_the_kernels_values_now(ip, magics, mon
     monkeypatch.setenv("API_TOKEN", "kernel-token")
     monkeypatch.setenv("DATABASE_URL", "pg://kernel@h/d")
     first = run(
-        ip, "oneshot",
-        "--env API_TOKEN=t0k --env DATABASE_URL=pg://u:pw@h/d --env MODE=fast "
-        + PRINT_ENV,
+        ip,
+        "oneshot",
+        "--env API_TOKEN=t0k --env DATABASE_URL=pg://u:pw@h/d --env MODE=fast " + PRINT_ENV,
     )
     rerun = run(ip, "oneshot_rerun", f"--env-from-kernel {first.id}")
     assert rerun.state is TaskState.COMPLETED
@@ -63,9 +63,7 @@ def test_rerun_with_env_from_kernel_takes_the_kernels_values_now(ip, magics, mon
         ip.run_line_magic("oneshot_rerun", rerun.id)
 
 
-def test_rerun_with_env_from_kernel_refuses_when_the_kernel_has_no_value(
-    ip, magics, monkeypatch
-):
+def test_rerun_with_env_from_kernel_refuses_when_the_kernel_has_no_value(ip, magics, monkeypatch):
     """Asked to take a value from the kernel that the kernel does not have, the rerun
     refuses rather than run without it."""
     monkeypatch.delenv("API_TOKEN", raising=False)

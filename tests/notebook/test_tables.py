@@ -264,8 +264,9 @@ async def test_a_reason_is_shown_only_when_it_adds_to_the_exit_code(tmp_path):
         rows = {row.task.name: row for row in table.rows_box.children}
         for name in ("stopped", "timeout"):
             await wait_until(
-                lambda n=name: "exit code -15" in views[n].info.value
-                and "exit code -15" in info(rows[n])
+                lambda n=name: (
+                    "exit code -15" in views[n].info.value and "exit code -15" in info(rows[n])
+                )
             )
         live = {name: info(row) for name, row in rows.items()}
     found = {r.name: r for r in records.history(path=str(db))}
@@ -402,9 +403,7 @@ async def test_a_log_that_cannot_be_read_is_said_in_its_row(tmp_path, fault):
 
 
 @pytest.mark.timeout(60)
-def test_limit_prints_the_newest_tasks_and_says_what_the_default_page_left_out(
-    ip, magics, capsys
-):
+def test_limit_prints_the_newest_tasks_and_says_what_the_default_page_left_out(ip, magics, capsys):
     """As text, %oneshot_tasks --limit N prints the newest N (oldest of them first) and
     %oneshot_history --limit N the newest N (newest first); past the default page each
     says in one line how to see more."""
@@ -415,7 +414,8 @@ def test_limit_prints_the_newest_tasks_and_says_what_the_default_page_left_out(
     capsys.readouterr()
     ip.run_line_magic("oneshot_tasks", "--limit 2")
     assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == [
-        f"t{PAGE_SIZE}", f"t{PAGE_SIZE + 1}"
+        f"t{PAGE_SIZE}",
+        f"t{PAGE_SIZE + 1}",
     ]
     ip.run_line_magic("oneshot_tasks", "")
     lines = capsys.readouterr().out.splitlines()
@@ -423,7 +423,8 @@ def test_limit_prints_the_newest_tasks_and_says_what_the_default_page_left_out(
     assert len(lines) == PAGE_SIZE + 1
     ip.run_line_magic("oneshot_history", "--limit 2")
     assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == [
-        f"t{PAGE_SIZE + 1}", f"t{PAGE_SIZE}"
+        f"t{PAGE_SIZE + 1}",
+        f"t{PAGE_SIZE}",
     ]
     ip.run_line_magic("oneshot_history", "")
     lines = capsys.readouterr().out.splitlines()

@@ -200,7 +200,7 @@ async def test_text_from_the_task_is_escaped_in_every_html_widget():
         for value in html_values(widget):
             assert "<img" not in value
     assert escaped in view.title.value
-    assert f"<code style=\"color:#555\">echo &#x27;{escaped}&#x27;</code>" in views[1].title.value
+    assert f'<code style="color:#555">echo &#x27;{escaped}&#x27;</code>' in views[1].title.value
     for log in (view.log_view, row.log_view):
         assert [o["output_type"] for o in log.output.outputs] == ["stream", "stream"]
         assert {o["text"] for o in log.output.outputs} == {PAYLOAD + "\n"}
@@ -297,12 +297,14 @@ async def test_a_view_made_between_the_halves_of_a_character_shows_it_whole(
     async with AsyncOrchestrator(idle_after=None) as orch:
         subscription = orch.events() if listening == "a text subscriber" else None
         go = tmp_path / "go"  # the second half is written once this exists
-        task = orch.submit(py(
-            "import os, sys, time; out = sys.stdout.buffer\n"
-            "out.write(b'caf\\xc3'); out.flush()\n"
-            f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
-            "out.write(b'\\xa9 ok\\n'); out.flush()"
-        ))
+        task = orch.submit(
+            py(
+                "import os, sys, time; out = sys.stdout.buffer\n"
+                "out.write(b'caf\\xc3'); out.flush()\n"
+                f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
+                "out.write(b'\\xa9 ok\\n'); out.flush()"
+            )
+        )
         await wait_until(lambda: task.bytes_written["stdout"] == 4)
         view = TaskView(task).log_view
         go.touch()

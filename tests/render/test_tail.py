@@ -91,7 +91,7 @@ def test_a_shorter_rewrite_keeps_the_rest_of_the_line_as_a_terminal_does():
 
 
 def test_crlf_split_across_chunks_is_a_newline():
-    """"\\r" ending one chunk and "\\n" starting the next end the line, keeping its text."""
+    """ "\\r" ending one chunk and "\\n" starting the next end the line, keeping its text."""
     tail = LogTail()
     tail.feed("stdout", "first\r")
     tail.feed("stdout", "\nsecond\r\n")
@@ -100,7 +100,7 @@ def test_crlf_split_across_chunks_is_a_newline():
 
 
 def test_a_carriage_return_at_a_chunk_end_then_text_rewrites_the_line():
-    """"\\r" ending one chunk and text starting the next is a rewrite, not a new line."""
+    """ "\\r" ending one chunk and text starting the next is a rewrite, not a new line."""
     tail = LogTail()
     tail.feed("stdout", "50%\r")
     assert shown(tail) == [("stdout", "50%")]
@@ -191,7 +191,9 @@ def test_the_bound_holds_with_unfinished_lines_and_many_short_ones():
     tail.feed("stdout", "partial")
     assert tail.line_count == 10
     assert shown(tail)[-3:] == [
-        ("stdout", "line 99"), ("stderr", "progress 5%"), ("stdout", "partial")
+        ("stdout", "line 99"),
+        ("stderr", "progress 5%"),
+        ("stdout", "partial"),
     ]
 
 

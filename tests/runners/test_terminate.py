@@ -36,8 +36,9 @@ def stubborn_group(
         while True:
             time.sleep(1)
     """
-    parent = spawned(py(f"import subprocess, time\nsubprocess.Popen({py(child)!r})\n"
-                        "time.sleep(100)"))  # fmt: skip
+    parent = spawned(
+        py(f"import subprocess, time\nsubprocess.Popen({py(child)!r})\ntime.sleep(100)")
+    )
     eventually(pid_file.exists, timeout=10)
     return parent, int(pid_file.read_text()), termed
 

@@ -40,15 +40,22 @@ async def test_history_lists_every_task_newest_first_with_its_fields(db, tmp_pat
         assert isinstance(record, TaskRecord)
         assert (record.name, record.command, record.cwd) == (task.name, task.command, task.cwd)
         assert (record.state, record.returncode, record.reason, record.error) == (
-            task.state, task.returncode, task.reason, task.error
+            task.state,
+            task.returncode,
+            task.reason,
+            task.error,
         )
         assert (record.created_at, record.started_at, record.ended_at) == (
-            task.created_at, task.started_at, task.ended_at
+            task.created_at,
+            task.started_at,
+            task.ended_at,
         )
         assert record.path == db
     bad = found[1]
     assert (bad.state, bad.returncode, bad.env) == (
-        TaskState.FAILED, 4, {"API_TOKEN": REDACTED, "MODE": "fast"}
+        TaskState.FAILED,
+        4,
+        {"API_TOKEN": REDACTED, "MODE": "fast"},
     )
     assert found[0].command == ["echo", "a b"]
     assert found[0].read_log() == b"a b\n"

@@ -160,9 +160,19 @@ async def test_the_tables_hold_the_task_its_transitions_and_its_chunks(tmp_path)
     )
     assert rows == [
         (
-            task.id, store.session, "tables", command, 0, str(tmp_path),
+            task.id,
+            store.session,
+            "tables",
+            command,
+            0,
+            str(tmp_path),
             json.dumps({"API_TOKEN": REDACTED, "DB_PASSWORD": REDACTED, "PATH_EXTRA": "/opt/bin"}),
-            "FAILED", 3, "exit", None, task.pid, task.grace,
+            "FAILED",
+            3,
+            "exit",
+            None,
+            task.pid,
+            task.grace,
         )
     ]
     [(created, started, ended)] = query(path, "SELECT created_at, started_at, ended_at FROM tasks")
@@ -339,7 +349,9 @@ async def test_the_process_start_time_is_kept_through_later_transitions(tmp_path
         task = orch.submit(py(code), idle_after=0.1)
         await wait_until(lambda: task.bytes_written["stdout"] > 0)
         assert [t.target for t in task.transitions] == [
-            TaskState.RUNNING, TaskState.IDLE, TaskState.RUNNING
+            TaskState.RUNNING,
+            TaskState.IDLE,
+            TaskState.RUNNING,
         ]
         assert await anyio.to_thread.run_sync(store.flush)
         start = process_start_time(task.pid)

@@ -85,7 +85,10 @@ async def test_names_that_are_not_utf8_are_stored_as_their_bytes_and_read_back_t
     assert (store.error, store.fault, store.skipped_records, errors) == (None, None, 0, [])
     record = get_record(shell.id, path=str(path))
     assert (record.command, record.name, record.cwd, record.env) == (
-        f"cat {listed}", f"show {listed}", str(workdir), {"WHICH": listed}
+        f"cat {listed}",
+        f"show {listed}",
+        str(workdir),
+        {"WHICH": listed},
     )
     assert get_record(argv.id, path=str(path)).command == ["cat", listed]
     assert query(path, "SELECT command, cwd FROM tasks WHERE id = ?", shell.id) == [
@@ -133,9 +136,7 @@ async def test_a_row_the_database_refuses_is_skipped_and_said_once_not_its_batch
             tasks = [orch.submit(py(wait_then_print.format(f"task {i}"))) for i in range(4)]
             refused = tasks[0]
             db = sqlite3.connect(path, isolation_level=None)
-            db.execute(
-                "INSERT INTO chunks VALUES (?, 0, 'stdout', 0, ?)", (refused.id, b"taken\n")
-            )
+            db.execute("INSERT INTO chunks VALUES (?, 0, 'stdout', 0, ?)", (refused.id, b"taken\n"))
             db.close()
             go.touch()
             for task in tasks:
@@ -347,8 +348,11 @@ async def test_a_database_replaced_by_garbage_turns_history_off_with_one_line(tm
     assert errors == [f"oneshot_nb: task history is no longer saved to {path} ({reason})"]
     if how == "by rename":
         assert path.read_bytes() == garbage
-        with pytest.raises(database.StoreError, match=r"^cannot read the task history at .*"
-                           r": file is not a database$"):
+        with pytest.raises(
+            database.StoreError,
+            match=r"^cannot read the task history at .*"
+            r": file is not a database$",
+        ):
             history(path=str(path))
 
 

@@ -65,9 +65,7 @@ async def test_the_writers_checks_of_the_file_keep_this_processs_locks(tmp_path,
             await after.wait()
             assert history_store.flush()
             # Another process sees it while this one still has the file open.
-            assert query(path, "SELECT state FROM tasks WHERE id = ?", after.id) == [
-                ("COMPLETED",)
-            ]
+            assert query(path, "SELECT state FROM tasks WHERE id = ?", after.id) == [("COMPLETED",)]
     finally:
         history_store.close()
     assert query(path, "PRAGMA integrity_check") == [("ok",)]
@@ -142,7 +140,9 @@ def test_a_killed_writer_loses_nothing_committed_while_another_process_reads(tmp
     cwd = Path(__file__).resolve().parents[2]  # the repository: its oneshot_nb
     writer_process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(WRITER), path],
-        stdout=subprocess.PIPE, text=True, cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
     )
     try:
         assert writer_process.stdout is not None

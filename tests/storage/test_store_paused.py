@@ -40,7 +40,9 @@ def lock_elsewhere(path: os.PathLike[str] | str) -> subprocess.Popen[str]:
     )
     locker = subprocess.Popen(
         [sys.executable, "-c", code, os.fspath(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
     return locker
@@ -52,9 +54,7 @@ def release(locker: subprocess.Popen[str]) -> None:
     locker.wait(10)
 
 
-async def test_a_lock_when_the_store_is_made_starts_history_paused_not_off(
-    tmp_path, quick_retries
-):
+async def test_a_lock_when_the_store_is_made_starts_history_paused_not_off(tmp_path, quick_retries):
     """A lock held by another process when the store was made blocked for the whole
     busy timeout (10 s), then turned history off for the kernel. Now making the store
     waits a moment only, history starts paused (said once, as mid-run), tasks run, and
@@ -72,7 +72,8 @@ async def test_a_lock_when_the_store_is_made_starts_history_paused_not_off(
     try:
         assert time.monotonic() - began < 2
         assert (history_store.error, history_store.fault) == (
-            None, "OperationalError: database is locked"
+            None,
+            "OperationalError: database is locked",
         )
         async with AsyncOrchestrator() as orch:
             history_store.attach(orch)
@@ -96,9 +97,7 @@ async def test_a_lock_when_the_store_is_made_starts_history_paused_not_off(
     assert query(path, "SELECT count(*) FROM sessions") == [(2,)]
 
 
-async def test_a_full_disk_when_the_store_is_made_starts_history_paused(
-    small_disk, quick_retries
-):
+async def test_a_full_disk_when_the_store_is_made_starts_history_paused(small_disk, quick_retries):
     """No room on the disk for a new file's schema: history started off. Now it starts
     paused, and once space is freed the file is made and the task stored."""
     path = os.path.join(small_disk, "history.sqlite3")
