@@ -30,6 +30,7 @@ $(CHROMIUM):
 
 test: $(VENV)/.test-installed $(CHROMIUM)
 	$(BIN)/ruff check oneshot_nb tests benchmarks
+	$(BIN)/ruff format --check oneshot_nb tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
