@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .events import TaskEvent
 from .machine import TaskState
+from .options import (
+    OPTION_NAMES,
+    Command,
+    TaskOptions,
+    check_commands,
+    check_flag,
+    with_changes,
+)
 from .slots import Slots
 from .task import OneshotTask
 
@@ -26,6 +34,32 @@ class Batch:
         if fail_fast:
             for task in tasks:
                 task.listeners.append(self._on_event)
+
+    @classmethod
+    def submit(
+        cls,
+        submit: Callable[..., OneshotTask],
+        commands: Sequence[Command],
+        defaults: TaskOptions,
+        limit: int,
+        fail_fast: bool,
+        runner: Any,
+        options: dict[str, Any],
+    ) -> Batch:
+        """A batch of `commands` given to `submit` (an orchestrator's, whose options are
+        `defaults`), under `limit` slots of their own; see AsyncOrchestrator.submit_batch.
+        Every argument is checked before the first task is submitted."""
+        commands = check_commands(commands)
+        unknown = sorted(set(options) - OPTION_NAMES - {"options"})
+        if unknown:
+            raise TypeError(f"submit_batch() got unexpected options: {', '.join(unknown)}")
+        check_flag("fail_fast", fail_fast)
+        slots = Slots(limit)
+        base = options.pop("options", None)
+        # Checked once for the whole batch, and shared by its tasks.
+        shared = with_changes(defaults if base is None else base, options)
+        tasks = [submit(c, slots=slots, options=shared, runner=runner) for c in commands]
+        return cls(tasks, slots, fail_fast)
 
     @property
     def limit(self) -> int:

@@ -22,12 +22,9 @@ from .batch import Batch
 from .events import EventHub, Listener, Subscription, TaskEvent
 from .machine import TaskState
 from .options import (
-    OPTION_NAMES,
     UNSET,
     Command,
     TaskOptions,
-    check_commands,
-    check_flag,
     check_runner,
     with_changes,
 )
@@ -282,19 +279,8 @@ class AsyncOrchestrator:
         task. Every argument is checked before any task is submitted.
         """
         self._check_open()
-        commands = check_commands(commands)
-        unknown = sorted(set(options) - OPTION_NAMES - {"options"})
-        if unknown:
-            raise TypeError(f"submit_batch() got unexpected options: {', '.join(unknown)}")
-        check_flag("fail_fast", fail_fast)
-        slots = Slots(self.limit if limit is None else limit)
-        # Checked once for the whole batch, and shared by its tasks.
-        base = options.pop("options", None)
-        shared = with_changes(self.options if base is None else base, options)
-        tasks = [
-            self.submit(command, slots=slots, options=shared, runner=runner) for command in commands
-        ]
-        return Batch(tasks, slots, fail_fast)
+        limit = self.limit if limit is None else limit
+        return Batch.submit(self.submit, commands, self.options, limit, fail_fast, runner, options)
 
     async def _run(self, task: OneshotTask, slots: Slots | None) -> None:
         try:
