@@ -126,7 +126,9 @@ class AsyncOrchestrator:
 
     @options.setter
     def options(self, options: TaskOptions) -> None:
-        self._options = with_changes(options, {})
+        if not isinstance(options, TaskOptions):
+            raise TypeError(f"options must be a TaskOptions, got {type(options).__name__}")
+        self._options = options
 
     @property
     def runner(self) -> Runner:
@@ -285,7 +287,7 @@ class AsyncOrchestrator:
     async def _run(self, task: OneshotTask, slots: Slots | None) -> None:
         try:
             await task.run(slots or self.slots)
-        except Exception:
+        except (Exception, GeneratorExit):
             # A fault in one task must not cancel its siblings through the task group.
             logger.exception("oneshot_nb task %s failed inside the engine", task.id)
 

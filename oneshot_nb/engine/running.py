@@ -18,7 +18,7 @@ from .slots import Slots
 from .supervision import Supervision
 
 # What a runner's start must give back (see runners/base.py, Handle; `place` may fail).
-HANDLE_PARTS = ("stdout", "stderr", "group", "wait", "aclose")
+HANDLE_PARTS = ("pid", "stdout", "stderr", "group", "wait", "aclose")
 
 
 class Running(Supervision):
@@ -84,6 +84,11 @@ class Running(Supervision):
             except Exception as exc:  # OSError, ValueError (a cwd with a NUL), a runner's
                 self._start_failed(f"{type(exc).__name__}: {exc}")
                 return
+            except asyncio.CancelledError:
+                if _cancelled_here():
+                    raise  # a stop (the scope above) or a shutdown: not the runner's
+                self._start_failed("CancelledError: the runner's start was cancelled")
+                return
         self._start_wait = None
         if process is None:
             return  # stopped while starting
@@ -137,9 +142,9 @@ class Running(Supervision):
                 self._watchers.start_soon(self._pump, process.stderr, "stderr", self._stderr_done)
                 await self._pump(process.stdout, "stdout", self._stdout_done)
                 await self._stderr_done.wait()
-                await self._reap()
                 if self.lost is not None:
                     await end_group(group, self.grace)  # whatever of it may still run
+                await self._reap()
                 if self.machine.INTERRUPTED.is_active:
                     await self._stopped.wait()
                 self._conclude()
@@ -160,11 +165,19 @@ class Running(Supervision):
         process = self._process
         assert process is not None
         try:
-            self.returncode = await process.wait()
+            code = await process.wait()
         except Exception as exc:
-            lost = exc if isinstance(exc, RunnerLost) else None
-            self.lost = lost = lost or RunnerLost(f"{type(exc).__name__}: {exc}")
-            self.error = self.error or str(lost)  # kept even if a stop ends the task
-            with anyio.CancelScope(shield=True):
-                await process.stdout.aclose()
-                await process.stderr.aclose()
+            await self._runner_fault(exc)
+            return
+        if isinstance(code, bool) or not isinstance(code, int) or not -255 <= code <= 255:
+            await self._runner_fault(RunnerLost(f"the runner gave no exit code: {code!r:.40}"))
+            return
+        self.returncode = code
+
+
+def _cancelled_here() -> bool:
+    """Whether the running asyncio task is being cancelled (a stop or a shutdown), as
+    opposed to a CancelledError that a runner let out of its own work."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return task is None or cancelling is None or cancelling() > 0

@@ -11,7 +11,7 @@ import time
 import anyio
 from anyio.abc import ByteReceiveStream
 
-from ..runners import end_group
+from ..runners import RunnerLost, end_group
 from .events import OutputWanted, TaskEvent, notify
 from .output import StreamDecoder
 
@@ -46,6 +46,19 @@ class Supervision:
         else:
             self.machine.fail(reason="signal" if code is not None and code < 0 else "exit")
 
+    async def _runner_fault(self, exc: Exception) -> None:
+        """The runner lost the command, or failed to give its exit or its output: kept,
+        for `_conclude` to say, and its output streams closed (they would not end by
+        themselves either); the group is ended after (see _supervise)."""
+        if self.lost is None:
+            lost = exc if isinstance(exc, RunnerLost) else None
+            self.lost = lost or RunnerLost(f"{type(exc).__name__}: {exc}")
+            self.error = self.error or str(self.lost)  # kept even if a stop ends the task
+        assert self._process is not None
+        with anyio.CancelScope(shield=True):
+            await self._process.stdout.aclose()
+            await self._process.stderr.aclose()
+
     async def _pump(self, stream: ByteReceiveStream, name: str, done: anyio.Event | None) -> None:
         # None while nobody wants text: a fresh one when someone does again, since the
         # bytes in between were never decoded.
@@ -56,6 +69,12 @@ class Supervision:
                 try:
                     data = await stream.receive(CHUNK_SIZE)
                 except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+                except Exception as exc:  # a runner's stream at fault
+                    await self._runner_fault(exc)
+                    break
+                if not isinstance(data, bytes):
+                    await self._runner_fault(TypeError(f"{name} gave {data!r:.40}, not bytes"))
                     break
                 self.last_activity = time.monotonic()
                 self.bytes_written[name] += len(data)

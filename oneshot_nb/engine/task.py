@@ -159,7 +159,10 @@ class OneshotTask(Running):
         """Where the command runs (runner, host, pid, start time), once it has started."""
         if self._place is None and self._process is not None:
             try:
-                self._place = self._process.place()
+                place = self._process.place()
+                if not isinstance(place, Place):
+                    raise TypeError(f"place() gave {place!r:.60}, not a Place")
+                self._place = place
             except Exception:  # a runner's fault: the history does without it
                 logger.exception("oneshot_nb: task %s: where does it run?", self.id)
                 return None

@@ -56,13 +56,19 @@ class LocalRunner:
 def _same_leader(pid: int, start: int | None) -> bool:
     # Never 0 or below (killpg would reach our own group, or fail), nor init, nor the
     # group this process is in: a history file is data, whoever wrote it.
-    if not isinstance(pid, int) or pid <= 1 or pid in (os.getpid(), os.getpgrp()):
+    if not isinstance(pid, int) or pid <= 1 or pid in _own_lineage():
         return False
     if start is None or not procfs.HAS_PROC:
         return False
     if not procfs.exists(pid):
         return True
     return procfs.start_time(pid, zombies=True) == start
+
+
+def _own_lineage() -> set[int]:
+    """This process, its group, its session and its parent: what no history row may
+    have signalled, whatever start time it gives."""
+    return {os.getpid(), os.getpgrp(), os.getsid(0), os.getppid()}
 
 
 def is_running(pid: int, start: int | None) -> bool:

@@ -318,7 +318,7 @@ async def test_a_start_that_gives_no_handle_fails_the_task_saying_so():
         task = orch.submit("true", runner=Confused("confused"))
         assert await task.wait() is TaskState.FAILED
     assert task.reason == "spawn error"
-    assert task.error.startswith("the 'confused' runner gave 42, not a handle (no stdout")
+    assert task.error.startswith("the 'confused' runner gave 42, not a handle (no pid, stdout")
 
 
 @pytest.mark.parametrize(
@@ -358,3 +358,106 @@ def test_a_task_on_another_loop_can_be_awaited_from_this_one():
 
         assert asyncio.run(in_a_cell()) == (TaskState.RUNNING, TaskState.COMPLETED)
         portal.call(orch.aclose)
+
+
+class OddHandle(Relabelled):
+    """A local child whose `wait` gives something that is not an exit code, or whose
+    stdout raises: a runner's fault, and only the runner's."""
+
+    odd_code: Any = None
+    stdout_fault: Exception | None = None
+
+    def __init__(self, child: Any, runner: NamedRunner) -> None:
+        super().__init__(child, runner)
+        if self.stdout_fault is not None:
+            fault = self.stdout_fault
+
+            class Broken:
+                async def receive(self, max_bytes: int = 65536) -> bytes:
+                    raise fault
+
+                async def aclose(self) -> None:
+                    await child.stdout.aclose()
+
+            self.stdout = Broken()
+
+    async def wait(self) -> Any:
+        code = await self.child.wait()
+        return code if self.odd_code is None else self.odd_code
+
+
+def odd_runner(**attributes: Any) -> NamedRunner:
+    runner = NamedRunner("odd")
+    runner.handle_class = type("Odd", (OddHandle,), attributes)
+    return runner
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("code", ["0", 3.5, True, 10**30])
+async def test_a_wait_that_gives_no_exit_code_fails_the_task_saying_so(code):
+    """`wait()` giving a str, a float, a bool or an int no exit status can be: FAILED
+    "runner lost", the error showing what it gave. A "0" used to end the task
+    INTERRUPTED "shutdown" with a traceback in the log; 3.5 was stored as an exit code."""
+    async with AsyncOrchestrator() as orch:
+        task = orch.submit(py("print('hi')"), runner=odd_runner(odd_code=code))
+        with anyio.fail_after(10):
+            assert await task.wait() is TaskState.FAILED
+        assert task.reason == "runner lost" and task.returncode is None
+        assert task.error == f"the runner gave no exit code: {code!r:.40}"
+        after = orch.submit(py("print('after')"))
+        assert await after.wait() is TaskState.COMPLETED
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_stream_that_raises_fails_the_task_and_ends_its_process():
+    """An output stream whose `receive` raises: FAILED "runner lost" with the error, and
+    the command (which would run for 100 s) ended by the policy. It used to end
+    INTERRUPTED "shutdown" with no error."""
+    async with AsyncOrchestrator(grace=GRACE) as orch:
+        runner = odd_runner(stdout_fault=OSError("connection to the worker reset"))
+        task = orch.submit(LONG, runner=runner)
+        with anyio.fail_after(10):
+            assert await task.wait() is TaskState.FAILED
+        assert (task.reason, task.error) == (
+            "runner lost",
+            "OSError: connection to the worker reset",
+        )
+        assert group_gone(task.pid)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_cancelled_error_from_a_runners_start_fails_that_task_only():
+    """A runner whose start lets out a CancelledError of its own (a future something
+    else cancelled): that task is FAILED "spawn error", and the orchestrator goes on.
+    It used to take the orchestrator's task group down: every task "shutdown", every
+    later submit refused."""
+    import asyncio
+
+    class Cancelling(NamedRunner):
+        async def start(self, *args: Any) -> Any:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            return await future
+
+    async with AsyncOrchestrator() as orch:
+        sibling = orch.submit(LONG)
+        await wait_for_line(sibling, "up")
+        task = orch.submit("true", runner=Cancelling("cancelling"))
+        with anyio.fail_after(10):
+            assert await task.wait() is TaskState.FAILED
+        assert task.reason == "spawn error" and "cancelled" in task.error
+        assert sibling.state is TaskState.RUNNING
+        after = orch.submit(py("print('after')"))
+        assert await after.wait() is TaskState.COMPLETED
+        sibling.stop()
+
+
+def test_the_orchestrators_options_refuse_none():
+    """Setting `orch.options = None` is refused, not taken as "the defaults"."""
+    orch = AsyncOrchestrator(grace=1)
+    with pytest.raises(TypeError, match="options must be a TaskOptions"):
+        orch.options = None  # type: ignore[assignment]
+    assert orch.options.grace == 1.0
