@@ -189,18 +189,18 @@ class EventHub:
             return OutputWanted.TEXT
         return most_wanted(self.listeners)
 
-    def wanted_with(self, listeners: list[Listener]) -> Callable[[], OutputWanted]:
+    def wanted_with(
+        self, listeners: list[Listener], publish: Listener
+    ) -> Callable[[], OutputWanted]:
         """What a task's output is wanted as, asked before each chunk: by the hub's
         listeners and subscribers, and by the task's own `listeners` (a view, a batch)
-        beside the hub's `publish`, each as much as it says."""
-        publish = self.publish
-        only_publish = [publish]
+        beside `publish` (the hub's, as the task holds it), each as much as it says."""
 
         def wanted() -> OutputWanted:
             hub = self.wanted()
-            if hub is OutputWanted.TEXT or listeners == only_publish:
+            if hub is OutputWanted.TEXT or (len(listeners) == 1 and listeners[0] is publish):
                 return hub
-            return max(hub, most_wanted(one for one in listeners if one != publish))
+            return max(hub, most_wanted(one for one in listeners if one is not publish))
 
         return wanted
 

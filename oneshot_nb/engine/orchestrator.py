@@ -257,8 +257,9 @@ class AsyncOrchestrator:
         self._start_host()
         task.bind_to_running_loop()
         self._tasks[task.id] = task
-        task.listeners.append(self._hub.publish)
-        task.output_wanted = self._hub.wanted_with(task.listeners)
+        publish = self._hub.publish
+        task.listeners.append(publish)
+        task.output_wanted = self._hub.wanted_with(task.listeners, publish)
         self._hub.publish(TaskEvent(task.id, "submitted", time.time()))
         if self._group is not None:
             self._group.start_soon(self._run, task, slots, name=f"oneshot {task.id}")
