@@ -12,13 +12,25 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .engine import batch, events, machine, orchestrator, slots, task
-from .engine.batch import Batch
-from .engine.events import Subscription, TaskEvent
-from .engine.machine import OneshotStateMachine, TaskState, Transition
-from .engine.orchestrator import AsyncOrchestrator, OrchestratorClosed, OrchestratorStatistics
-from .engine.slots import Slots
-from .engine.task import OneshotTask
+from .engine import (
+    AsyncOrchestrator,
+    Batch,
+    OneshotStateMachine,
+    OneshotTask,
+    OrchestratorClosed,
+    OrchestratorStatistics,
+    Slots,
+    Subscription,
+    TaskEvent,
+    TaskState,
+    Transition,
+    batch,
+    events,
+    machine,
+    orchestrator,
+    slots,
+    task,
+)
 from .storage import records
 from .storage.records import TaskRecord, history
 
