@@ -40,7 +40,7 @@ for _module in (batch, events, machine, orchestrator, records, slots, task):
     sys.modules.setdefault(f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}", _module)
 del _module
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__  # noqa: E402
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -73,3 +73,12 @@ __all__ = [
     "Transition",
     "history",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The Dask runner needs the `dask` extra (distributed): imported when asked for.
+    if name == "DaskRunner":
+        from .runners.dask import DaskRunner
+
+        return DaskRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ import time
 
 import anyio
 
-from ..runners import Handle, RunnerLost, end_group
+from ..runners import Handle, RunnerLost, RunnerStopped, end_group
 from .machine import TaskState
 from .slots import Slots
 from .supervision import Supervision
@@ -166,6 +166,13 @@ class Running(Supervision):
         assert process is not None
         try:
             code = await process.wait()
+        except RunnerStopped as exc:
+            # The runner stopped it (its worker closed): a stop, though not the user's;
+            # what the command wrote still comes, and the stop ends what is left.
+            self.lost = self.lost or exc
+            self.error = self.error or str(exc)
+            self.interrupt(exc.reason)
+            return
         except Exception as exc:
             await self._runner_fault(exc)
             return

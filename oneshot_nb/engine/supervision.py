@@ -11,7 +11,7 @@ import time
 import anyio
 from anyio.abc import ByteReceiveStream
 
-from ..runners import RunnerLost, end_group
+from ..runners import RunnerLost, RunnerStopped, end_group
 from .events import OutputWanted, TaskEvent, notify
 from .output import StreamDecoder
 
@@ -39,7 +39,9 @@ class Supervision:
         if self.state.is_final:
             return
         code = self.returncode
-        if self.lost is not None:
+        if isinstance(self.lost, RunnerStopped):
+            self.machine.interrupt(reason=self.lost.reason)
+        elif self.lost is not None:
             self.machine.fail(reason=self.lost.reason)
         elif code == 0:
             self.machine.finish(reason="exit")
@@ -54,6 +56,8 @@ class Supervision:
             lost = exc if isinstance(exc, RunnerLost) else None
             self.lost = lost or RunnerLost(f"{type(exc).__name__}: {exc}")
             self.error = self.error or str(self.lost)  # kept even if a stop ends the task
+            if isinstance(self.lost, RunnerStopped):
+                self.interrupt(self.lost.reason)
         assert self._process is not None
         with anyio.CancelScope(shield=True):
             await self._process.stdout.aclose()

@@ -19,6 +19,7 @@ from ..render.markup import (
     seconds_text,
     state_badge,
     title_html,
+    where,
 )
 from ..render.tail import LogTail
 from ..storage.database import StoreError
@@ -36,7 +37,11 @@ def record_info(record: TaskRecord) -> list[str]:
         parts.append(dt.datetime.fromtimestamp(record.started_at).strftime("%Y-%m-%d %H:%M:%S"))
         if record.ended_at is not None:
             parts.append(seconds_text(record.ended_at - record.started_at))
-    return parts + outcome(record.returncode, record.reason, record.error)
+    return (
+        parts
+        + where(record.runner, record.host)
+        + outcome(record.returncode, record.reason, record.error)
+    )
 
 
 def log_tail(record: TaskRecord) -> tuple[LogTail, bool]:

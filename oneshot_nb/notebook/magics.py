@@ -60,6 +60,12 @@ class OneshotMagics(Magics):
     max_log_bytes = Integer(
         DEFAULT_MAX_LOG_BYTES, help="Bytes of output each task keeps in memory."
     ).tag(config=True)
+    cluster = Unicode(
+        None,
+        allow_none=True,
+        help="Where tasks run when no --cluster is given: None (this machine), 'local:N'"
+        " (a Dask LocalCluster of N workers) or a Dask scheduler's address tcp://host:port.",
+    ).tag(config=True)
     db = Unicode(
         None,
         allow_none=True,
@@ -87,7 +93,16 @@ class OneshotMagics(Magics):
             raise TraitError(str(exc)) from None
         return proposal["value"]
 
-    @observe("limit", *TASK_DEFAULTS)
+    @validate("cluster")
+    def _check_cluster(self, proposal: Any) -> str | None:
+        # Connects now: an address that cannot be reached is refused, not every task.
+        try:
+            self.session.runner_for(proposal["value"])
+        except UsageError as exc:
+            raise TraitError(str(exc)) from None
+        return proposal["value"]
+
+    @observe("limit", "cluster", *TASK_DEFAULTS)
     def _apply_config(self, change: Any) -> None:
         self.session.configure(change["name"], change["new"])
 
@@ -124,8 +139,9 @@ class OneshotMagics(Magics):
         if not command:
             raise UsageError("no command given: %oneshot [options] COMMAND")
         env, cwd = parse_env(args.env), check_cwd(args.cwd)
+        runner = self.session.runner_for(args.cluster, given=True)
         task = self.session.submit(
-            command, name=args.name, cwd=cwd, env=env, **timing_options(args)
+            command, name=args.name, cwd=cwd, env=env, runner=runner, **timing_options(args)
         )
         self.session.show(task, args.quiet)
         return task
@@ -162,8 +178,13 @@ class OneshotMagics(Magics):
                 commands.append(self.shell.var_expand(text, depth=2))
         if not commands:
             raise UsageError("the cell has no commands: write one command per line")
+        runner = self.session.runner_for(args.cluster, given=True)
         batch = self.session.submit_batch(
-            commands, limit=args.limit, fail_fast=args.fail_fast, **timing_options(args)
+            commands,
+            limit=args.limit,
+            fail_fast=args.fail_fast,
+            runner=runner,
+            **timing_options(args),
         )
         if args.out:
             self.shell.user_ns[args.out] = batch

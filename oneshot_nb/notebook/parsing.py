@@ -42,12 +42,18 @@ def grace_seconds(text: str) -> float:
 
 def task_options(magic: F) -> F:
     """Declare the options of every magic that starts tasks (--idle, --timeout,
-    --grace, --quiet) once, as IPython's `script_args` does: used among a magic's
-    @argument lines, it adds them there, in this order."""
+    --grace, --cluster, --quiet) once, as IPython's `script_args` does: used among a
+    magic's @argument lines, it adds them there, in this order."""
     shared = [
         argument("--idle", type=seconds, metavar="SECONDS", help="Silence before IDLE."),
         argument("--timeout", type=seconds, metavar="SECONDS", help="Stop a task after this long."),
         argument("--grace", type=grace_seconds, metavar="SECONDS", help="SIGTERM to SIGKILL."),
+        argument(
+            "--cluster",
+            metavar="SPEC",
+            help="Run on Dask workers: local:N, or a scheduler's tcp://host:port"
+            " ('none': on this machine, whatever %%config says).",
+        ),
         argument("--quiet", action="store_true", help="Show no view."),
     ]
     for option in reversed(shared):

@@ -21,6 +21,7 @@ from IPython.display import display
 
 from ..engine.orchestrator import AsyncOrchestrator
 from ..engine.task import OneshotTask
+from ..runners import LocalRunner, Runner
 from ..storage import records
 from ..storage.store import Store, default_path
 
@@ -41,6 +42,7 @@ class Settings(Protocol):
     timeout: float | None
     grace: float
     max_log_bytes: int
+    cluster: str | None
     db: str | None
 
 
@@ -165,7 +167,10 @@ class Session:
                 if self.portal is None and not self._loop_runs_between_cells():
                     self.portal = PortalLoop()
                 orchestrator = self.call(
-                    AsyncOrchestrator, self.settings.limit, **task_defaults(self.settings)
+                    AsyncOrchestrator,
+                    self.settings.limit,
+                    runner=self.runner_for(self.settings.cluster),
+                    **task_defaults(self.settings),
                 )
                 if self.store is not None:
                     self.store.attach(orchestrator)
@@ -197,6 +202,8 @@ class Session:
             return  # made from the settings as they are then
         if name == "limit":
             self.call(setattr, orchestrator, "limit", value)
+        elif name == "cluster":
+            self.call(setattr, orchestrator, "runner", self.runner_for(value) or LocalRunner())
         else:
             set_default(orchestrator, name, value)
 
@@ -213,6 +220,26 @@ class Session:
                 orchestrator.shutdown_now("shutdown")
         if self.store is not None:
             self.store.close()
+
+    def runner_for(self, cluster: str | None, given: bool = False) -> Runner | None:
+        """The runner of a --cluster (`given`) or of the `cluster` setting: None for
+        the default (the setting's runner, or this machine), the local runner for
+        'none', else a Dask runner, connected now (once per kernel for each spec). What
+        fails is one UsageError line."""
+        if cluster is None or (cluster == "none" and not given):
+            return None
+        if cluster == "none":
+            return LocalRunner()
+        try:
+            from ..runners.dask import DaskRunner
+        except ImportError as exc:
+            raise UsageError(
+                f"running on a cluster needs Dask ({exc}): pip install 'oneshot_nb[dask]'"
+            ) from None
+        try:
+            return DaskRunner(cluster)
+        except (TypeError, ValueError, OSError, RuntimeError) as exc:
+            raise UsageError(" ".join(str(exc).split())) from None
 
     # -- submitting ---------------------------------------------------------------------
 

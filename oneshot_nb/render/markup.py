@@ -75,11 +75,21 @@ def badge_html(task: OneshotTask) -> str:
 
 
 def info_html(task: OneshotTask) -> str:
-    """Elapsed time while it runs; exit code and what the reason adds once it has ended."""
+    """Elapsed time while it runs, and where when not on this machine; exit code and
+    what the reason adds once it has ended."""
     parts = [] if task.elapsed is None else [seconds_text(task.elapsed)]
+    place = task.place
+    if place is not None:
+        parts += where(place.runner, place.host)
     if task.state.is_final:
         parts += outcome(task.returncode, task.reason, task.error)
     return info_span(parts)
+
+
+def where(runner: str, host: str | None) -> list[str]:
+    """Where a task ran, as an info part: only for another runner than this machine's
+    ("on tcp://10.0.0.7:39211", a Dask worker)."""
+    return [] if runner == "local" or not host else [f"on {host}"]
 
 
 def why_ended(returncode: int | None, reason: str | None, error: str | None) -> str:

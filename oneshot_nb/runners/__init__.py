@@ -3,9 +3,10 @@
 The engine imports only what this module exports; the rest is each runner's own.
 """
 
-from .base import Command, Group, Handle, Orphan, Place, Runner, RunnerLost
+from .base import Command, Group, Handle, Orphan, Place, Runner, RunnerLost, RunnerStopped
 from .local import LocalRunner, is_running
 from .procfs import start_time
+from .remote import SettledThere
 from .terminate import end_group, end_groups_now
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "Place",
     "Runner",
     "RunnerLost",
+    "RunnerStopped",
+    "SettledThere",
     "end_group",
     "end_groups_now",
     "is_running",

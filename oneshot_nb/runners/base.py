@@ -40,6 +40,12 @@ class RunnerLost(Exception):
         self.reason = reason
 
 
+class RunnerStopped(RunnerLost):
+    """Raised by `Handle.wait` when the runner itself stopped the command (its worker
+    was closed or retired, the cluster restarted). The task ends INTERRUPTED with
+    `reason`, as a stop would end it."""
+
+
 class Group(Protocol):
     """Every process a command started, signalled as one."""
 

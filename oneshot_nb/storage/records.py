@@ -75,6 +75,9 @@ class TaskRecord:
     # What redaction took, as recorded when the task was stored (schema version 2):
     # {"env": [names], "command": bool}; None for a row stored before that.
     redacted: dict[str, Any] | None = field(default=None, repr=False)
+    # Where it ran: the runner's name ("local", "dask") and the host or worker address.
+    runner: str = "local"
+    host: str | None = None
 
     @property
     def redacted_env(self) -> list[str]:
@@ -290,6 +293,8 @@ def _read_row(row: Any, path: str) -> TaskRecord:
         session=row["session"],
         path=path,
         redacted=json.loads(row["redacted"]) if "redacted" in keys and row["redacted"] else None,
+        runner=from_sql(row["runner"]) or "local" if "runner" in keys else "local",
+        host=from_sql(row["host"]) if "host" in keys else None,
     )
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..runners import LocalRunner, Orphan, Place, Runner, is_running
+from ..runners import LocalRunner, Orphan, Place, Runner, SettledThere, is_running
 from .database import LIVE_STATES
 from .records import open_file
 from .store import Store
@@ -27,9 +27,10 @@ MAX_PID = 4194304
 
 def recover(store: Store, runners: Sequence[Runner] | None = None) -> list[str]:
     """Settle the tasks that kernels on this host left CREATED, RUNNING or IDLE when
-    they died: each task's runner (by the name in its row; by default the local runner
-    only) ends what still runs of it by the termination policy, with at most
-    RECOVERY_GRACE_CAP of grace, and the task is marked INTERRUPTED, "kernel died".
+    they died: each task's runner (by the name in its row; by default the local runner,
+    and Dask's, whose tasks are ended on the workers) ends what still runs of it by the
+    termination policy, with at most RECOVERY_GRACE_CAP of grace, and the task is
+    marked INTERRUPTED, "kernel died".
     A task whose runner is not among `runners`, or does not call it its own, is left
     as it is; so is one whose kernel cannot be told dead. A runner whose `settle`
     fails is logged and its tasks left; the others are still settled. Returns the ids
@@ -38,7 +39,9 @@ def recover(store: Store, runners: Sequence[Runner] | None = None) -> list[str]:
     The rows are data, whoever wrote them: a pid, start time or grace that no process
     could have is read as unknown rather than trusted.
     """
-    runners = [LocalRunner()] if runners is None else _checked_runners(runners)
+    if runners is None:
+        runners = [LocalRunner(), SettledThere("dask")]
+    runners = _checked_runners(runners)
     db = open_file(store.path, "rw")
     try:
         rows = db.execute(

@@ -1,0 +1,200 @@
+"""A command running on a Dask worker, as the engine sees it: a `Handle`.
+
+Its streams and its exit are long polls to the worker's plugin, each asked for only
+when the engine wants more: what the kernel has not asked for stays on the worker (see
+worker.py), so a slow kernel slows the command rather than filling memory. Stop is done
+by the worker (the same policy as local); the group here only asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from anyio.abc import ByteReceiveStream
+
+from ..base import Place, RunnerLost, RunnerStopped
+from .connection import Connection, WorkerGone
+from .worker import LONG_POLL
+
+# How long closing a handle may take (forgetting it on the worker, releasing its
+# task): a worker or scheduler that does not answer must not hold the task's end.
+CLOSE_WITHIN = 5.0
+
+logger = logging.getLogger("oneshot_nb")
+
+
+class DaskHandle:
+    """A command a DaskRunner started (see runners/base.py, Handle)."""
+
+    def __init__(self, link: Connection, spec: dict[str, Any], future: Any, notice: dict) -> None:
+        self.link = link
+        self.key: str = spec["key"]
+        self.claim: str = spec["claim"]
+        self.grace: float = spec["grace"]
+        self.future = future
+        self.worker: str = notice["worker"]
+        self.pid: int | None = notice["pid"]
+        self._place = Place("dask", self.worker, notice["pid"], notice.get("start"))
+        self.returncode: int | None = None
+        self.lost: RunnerLost | None = None
+        self.stopped: str | None = None
+        self.stdout = RemoteStream(self, "stdout")
+        self.stderr = RemoteStream(self, "stderr")
+        self.group = RemoteGroup(self)
+        self._closed = False
+
+    def place(self) -> Place:
+        return self._place
+
+    async def ask(self, op: str, **kwargs: Any) -> dict[str, Any]:
+        """`op` on the worker: RunnerLost (or RunnerStopped, when the worker said it
+        was stopping the command) once the worker is gone or forgot the command."""
+        if self.lost is not None:
+            raise self.lost
+        try:
+            reply = await self.link.call(
+                lambda: self.link.ask(self.worker, op, key=self.key, **kwargs)
+            )
+        except WorkerGone as exc:
+            raise self._lose(f"worker lost: {self.worker} ({exc})") from None
+        if reply.get("unknown"):
+            raise self._lose(f"worker lost: {self.worker} (it no longer knows the command)")
+        return reply
+
+    def _lose(self, message: str) -> RunnerLost:
+        if self.lost is None:
+            if self.stopped is not None:
+                self.lost = RunnerStopped(self.stopped, reason="worker closed")
+            else:
+                self.lost = RunnerLost(message, reason="worker lost")
+            self.group.gone = True  # out of reach: the worker's reaper ends what is left
+        return self.lost
+
+    async def wait(self) -> int:
+        while self.returncode is None:
+            reply = await self.ask("wait", wait=LONG_POLL)
+            if reply.get("stopped"):
+                self.stopped = reply["stopped"]
+            if reply["exit"] is not None:
+                if self.stopped is not None and self.lost is None:
+                    self.lost = RunnerStopped(self.stopped, reason="worker closed")
+                self.returncode = reply["exit"]
+        if isinstance(self.lost, RunnerStopped):
+            raise self.lost
+        return self.returncode
+
+    async def aclose(self) -> None:
+        """Close the streams, wait for the exit (as long as the worker answers), and
+        forget the command there; bounded by CLOSE_WITHIN."""
+        await self.stdout.aclose()
+        await self.stderr.aclose()
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_WITHIN):
+            try:
+                if self.returncode is None and self.lost is None:
+                    await self.wait()
+            except RunnerLost:
+                pass
+            finally:
+                await self.link.call(self._forget)
+
+    async def _forget(self) -> None:
+        if self.lost is None:
+            try:
+                await self.link.ask(self.worker, "forget", key=self.key)
+            except Exception as exc:
+                logger.debug("oneshot_nb: could not forget %s: %s", self.key, exc)
+        await self.link.forget(self.future, self.claim)
+
+    def __repr__(self) -> str:
+        return f"<DaskHandle {self.key} on {self.worker} pid {self.pid}>"
+
+
+class RemoteStream(ByteReceiveStream):
+    """One of the command's output streams, read from the worker a reply at a time;
+    each read acknowledges what came before it, which frees it there."""
+
+    def __init__(self, handle: DaskHandle, name: str) -> None:
+        self._handle = handle
+        self._name = name
+        self._offset = 0  # the bytes fetched so far
+        self._data = b""
+        self._at = 0  # how much of `_data` has been given out
+        self._eof = False
+        self._closed = False
+        self._reading: anyio.CancelScope | None = None
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        while self._at >= len(self._data):
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._eof:
+                raise anyio.EndOfStream
+            self._reading = scope = anyio.CancelScope()
+            with scope:
+                reply = await self._handle.ask("read", stream=self._name, since=self._offset)
+            self._reading = None
+            if self._closed or scope.cancelled_caught:
+                raise anyio.ClosedResourceError
+            self._data, self._at = reply["data"], 0
+            self._offset += len(self._data)
+            self._eof = reply["eof"]
+        chunk = self._data[self._at : self._at + max_bytes]
+        self._at += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._reading is not None:
+            self._reading.cancel()  # wakes the reader, which sees ClosedResourceError
+        await anyio.lowlevel.checkpoint()
+
+
+class RemoteGroup:
+    """The command's process group on the worker, which runs the termination policy
+    itself when asked: `terminate` asks for it, `alive` says whether the worker has
+    said it is done."""
+
+    def __init__(self, handle: DaskHandle) -> None:
+        self._handle = handle
+        self._asked = False
+        self.gone = False
+
+    def terminate(self) -> None:
+        if self._asked or self.gone:
+            return
+        self._asked = True
+        self._send("stop", grace=self._handle.grace)
+
+    def kill(self) -> None:
+        if not self.gone:
+            self._send("kill")
+
+    def alive(self) -> bool:
+        if self._handle.link.closed:
+            self.gone = True  # the scheduler releases a closed client's tasks
+        return not self.gone
+
+    def _send(self, op: str, **kwargs: Any) -> None:
+        handle = self._handle
+        if handle.link.closed:
+            self.gone = True
+            return
+
+        async def ask() -> None:
+            try:
+                reply = await handle.link.ask(handle.worker, op, key=handle.key, **kwargs)
+            except Exception:
+                self.gone = True  # out of reach: the reaper ends it there
+                return
+            if not reply.get("alive", False):
+                self.gone = True
+
+        handle.link.soon(ask)
+
+    def __repr__(self) -> str:
+        return f"<RemoteGroup {self._handle.pid} on {self._handle.worker}>"

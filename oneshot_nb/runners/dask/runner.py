@@ -1,0 +1,181 @@
+"""The Dask runner: commands run on the workers of a Dask cluster.
+
+`DaskRunner("local:2")` starts a LocalCluster of two worker processes (once per
+kernel), `DaskRunner("tcp://10.0.0.5:8786")` connects to a running scheduler, and
+`DaskRunner(client)` uses a `distributed.Client` the notebook already has. Each
+connects when made: a scheduler that cannot be reached, or workers that cannot load
+oneshot_nb, is one error there, before any task exists.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from distributed import Client, LocalCluster
+
+from ..base import Command, Orphan
+from .connection import Connection, _why
+from .handle import DaskHandle
+
+MAX_LOCAL_WORKERS = 256
+# A scheduler that does not answer within this is called unreachable (distributed's own
+# default, 30 s, is long to hold a cell for a mistyped address).
+CONNECT_TIMEOUT = 10.0
+
+logger = logging.getLogger("oneshot_nb")
+
+# One cluster or connection per kernel for each spec ("local:2", an address): every
+# task and every magic that names it shares it.
+_connections: dict[str, tuple[LocalCluster | None, Connection]] = {}
+_by_client: dict[str, Connection] = {}
+
+
+class DaskRunner:
+    """Runs commands on Dask workers (see the module's docstring for `cluster`).
+
+    `timeout`: seconds to wait for the scheduler (CONNECT_TIMEOUT when None).
+    `direct`: None asks each worker directly and falls back to relaying through the
+    scheduler for a worker the kernel cannot reach; False always relays; True never.
+    """
+
+    name = "dask"
+
+    def __init__(
+        self,
+        cluster: str | Client,
+        *,
+        timeout: float | None = None,
+        direct: bool | None = None,
+    ) -> None:
+        if direct not in (None, True, False):
+            raise TypeError(f"direct must be None, True or False, got {direct!r}")
+        if isinstance(cluster, Client):
+            self.cluster = getattr(cluster.scheduler, "address", None) or repr(cluster)
+            self.link = _link(cluster, direct)
+            self.local_cluster = None
+        else:
+            self.cluster = check_cluster(cluster)
+            wait = CONNECT_TIMEOUT if timeout is None else timeout
+            self.local_cluster, self.link = _connect(self.cluster, wait, direct)
+        if not self.link.client.asynchronous:
+            self.link.client.sync(self.link.ready)  # its errors here, before any task
+
+    @property
+    def client(self) -> Client:
+        return self.link.client
+
+    async def start(
+        self, command: Command, cwd: str | None, env: Mapping[str, str], options: Any = None
+    ) -> DaskHandle:
+        task_id = env.get("ONESHOT_TASK_ID") or secrets.token_hex(4)
+        key = f"oneshot-{task_id}-{secrets.token_hex(4)}"
+        own = dict(getattr(options, "env", None) or {})
+        own.update({k: v for k, v in env.items() if k in ("ONESHOT_TASK_ID", "ONESHOT_SLOT")})
+        spec = {
+            "key": key,
+            "claim": f"oneshot_nb-claim-{self.link.client.id}-{key}",
+            "topic": self.link.topic,
+            "command": command if isinstance(command, str) else list(command),
+            # The worker's own environment, with the task's variables: the kernel's
+            # PATH or HOME mean nothing on another machine.
+            "env": own,
+            "cwd": getattr(options, "cwd", None),
+            "kernel_cwd": cwd,
+            "grace": float(getattr(options, "grace", 5.0)),
+        }
+        future, notice = await self.link.call(lambda: self.link.submit(spec))
+        if "error" in notice:
+            await self.link.call(lambda: self.link.forget(future, spec["claim"]))
+            raise _start_error(notice)
+        return DaskHandle(self.link, spec, future, notice)
+
+    def settle(self, orphans: Sequence[Orphan]) -> list[Orphan]:
+        """A dead kernel's commands on workers are ended there (the scheduler releases
+        its tasks, which stops them; a worker's reaper ends what a dead worker ran):
+        nothing to signal from here, they can be marked ended."""
+        return list(orphans)
+
+    def close(self) -> None:
+        """Close the client, and the local cluster if this kernel started one."""
+        _connections.pop(self.cluster, None)
+        _by_client.pop(self.link.client.id, None)
+        self.link.client.close()
+        if self.local_cluster is not None:
+            self.local_cluster.close()
+
+    def __repr__(self) -> str:
+        return f"DaskRunner({self.cluster!r})"
+
+
+def check_cluster(cluster: Any) -> str:
+    """`local`, `local:N` or a scheduler's address, checked; one line if not."""
+    if not isinstance(cluster, str):
+        raise TypeError(
+            f"cluster must be 'local:N', a scheduler address or a distributed.Client,"
+            f" got {type(cluster).__name__}"
+        )
+    if cluster == "local" or cluster.startswith("local:"):
+        count = cluster.partition(":")[2] or str(os.cpu_count() or 1)
+        if not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
+            raise ValueError(
+                f"local:N takes a number of workers from 1 to {MAX_LOCAL_WORKERS},"
+                f" got {cluster!r:.60}"
+            )
+        return f"local:{int(count)}"
+    if not re.fullmatch(r"([a-z]+://)?[^\s/]+:\d{1,5}", cluster):
+        raise ValueError(
+            f"cluster must be 'local:N' or a scheduler address like tcp://host:8786,"
+            f" got {cluster!r:.80}"
+        )
+    return cluster if "://" in cluster else f"tcp://{cluster}"
+
+
+def _connect(
+    cluster: str, timeout: float, direct: bool | None
+) -> tuple[LocalCluster | None, Connection]:
+    known = _connections.get(cluster)
+    if known is not None and not known[1].closed:
+        return known
+    local = None
+    try:
+        if cluster.startswith("local:"):
+            local = LocalCluster(
+                n_workers=int(cluster[6:]),
+                threads_per_worker=1,
+                processes=True,
+                # A free port for the scheduler's HTTP server (and the dashboard, where
+                # bokeh is installed): 8787 may be another cluster's.
+                dashboard_address=":0",
+            )
+            client = Client(local, set_as_default=False)
+        else:
+            client = Client(cluster, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        if local is not None:
+            local.close()
+        raise OSError(f"cannot reach the Dask scheduler at {cluster}: {_why(exc)}") from None
+    _connections[cluster] = (local, _link(client, direct))
+    return _connections[cluster]
+
+
+def _link(client: Client, direct: bool | None) -> Connection:
+    link = _by_client.get(client.id)
+    if link is None or link.closed:
+        link = _by_client[client.id] = Connection(client, direct)
+    return link
+
+
+def _start_error(notice: dict[str, Any]) -> Exception:
+    """The worker's reason a command could not start, as the exception a local start
+    would have raised (FileNotFoundError for a missing directory), naming the worker."""
+    kind, _, message = notice["error"].partition(": ")
+    cls = getattr(builtins, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls, message = OSError, notice["error"]
+    return cls(f"{message} (on {notice['worker']})")

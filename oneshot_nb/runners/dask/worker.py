@@ -1,0 +1,276 @@
+"""On each Dask worker: the commands it runs for oneshot_nb kernels.
+
+A command runs as an `async def` Dask task on the worker's event loop (so Dask's own
+threads bound how many run on a worker), spawned as a local one is, in a session of its
+own. `Commands`, a worker plugin, keeps each running command's unsent output and answers
+the kernel's requests: `read` (output past an offset, which acknowledges what is before
+it; a long poll), `wait` (the exit), `stop` (the termination policy, run here), `kill`
+and `forget`. Output is pulled by the kernel, never pushed: a kernel that reads slowly
+leaves the outbox full, and a full outbox stops reading the pipe, which slows the
+command instead of filling the worker's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import anyio
+from distributed import get_worker
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from .. import procfs
+from ..local import HOST, Child, spawn
+from ..terminate import end_group
+from .reaper import Reaper
+
+PLUGIN = "oneshot_nb"
+# Unsent output kept per stream; past it the pipe is not read until the kernel catches
+# up. Large enough for a read to carry a full reply while the next is being produced.
+OUTBOX = 2 << 20
+# The most one read gives back: the kernel holds no more than this, unread, per stream.
+REPLY = 1 << 20
+CHUNK = 1 << 16
+# How long a read or a wait is held open when there is nothing to say.
+LONG_POLL = 10.0
+
+logger = logging.getLogger("oneshot_nb")
+
+
+class Signal:
+    """Wakes whoever waits for the next change (a fresh event for each)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class Outbox:
+    """One stream's output not yet acknowledged by the kernel: the bytes from offset
+    `base` on. The kernel asks for what follows the offset it has; what is before is
+    dropped, so a reply lost in transit can be asked for again."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.base = 0
+        self.eof = False
+        self.grown = Signal()  # more output, or its end
+        self.drained = Signal()  # the kernel acknowledged some
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.data)
+
+    def ack(self, since: int) -> None:
+        drop = min(since, self.end) - self.base
+        if drop > 0:
+            del self.data[:drop]
+            self.base += drop
+            self.drained.fire()
+
+
+class Running:
+    """A command on this worker, from its start until the kernel forgets it."""
+
+    def __init__(self, key: str, child: Child, grace: float) -> None:
+        self.key = key
+        self.child = child
+        self.grace = grace
+        self.boxes = {"stdout": Outbox(), "stderr": Outbox()}
+        self.returncode: int | None = None
+        self.exited = asyncio.Event()
+        self.stopped: str | None = None  # why the worker stopped it, if it did
+        self.stopping: asyncio.Task[None] | None = None
+        self.pumps: list[asyncio.Task[None]] = []
+
+    async def pump(self, name: str) -> None:
+        stream = getattr(self.child, name)
+        box = self.boxes[name]
+        try:
+            while True:
+                while len(box.data) >= OUTBOX:
+                    await box.drained.wait(LONG_POLL)  # the kernel has not caught up
+                try:
+                    data = await stream.receive(CHUNK)
+                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+                box.data += data
+                box.grown.fire()
+        finally:
+            box.eof = True
+            box.grown.fire()
+
+    def exit(self, code: int) -> None:
+        self.returncode = code
+        self.exited.set()
+
+    def stop(self, grace: float, why: str | None = None) -> asyncio.Task[None]:
+        """End the group by the termination policy, once; `why` when the worker does so
+        of its own accord (it is closing), for the kernel to tell."""
+        if self.stopping is None:
+            self.stopped = why
+            self.stopping = asyncio.ensure_future(end_group(self.child.group, grace))
+        return self.stopping
+
+    def alive(self) -> bool:
+        return self.child.group.alive()
+
+    def close(self) -> None:
+        self.child.stdout.close()
+        self.child.stderr.close()
+        for pump in self.pumps:
+            pump.cancel()
+
+
+class Commands(WorkerPlugin):
+    """The worker plugin: the commands this worker runs for kernels, and the handlers
+    the kernels call. Registered by each kernel's DaskRunner under one name, so a worker
+    has one, which every kernel shares."""
+
+    name = PLUGIN
+
+    def __init__(self, version: str = "") -> None:
+        self.version = version
+        self.running: dict[str, Running] = {}
+
+    def setup(self, worker: Any) -> None:
+        from ..._version import __version__
+
+        if self.version and self.version != __version__:
+            raise RuntimeError(
+                f"this worker has oneshot_nb {__version__}, the kernel {self.version}:"
+                " install the same version on both"
+            )
+        self.worker = worker
+        self.running = {}
+        self.reaper = Reaper.start()
+        for name in ("read", "wait", "stop", "kill", "forget"):
+            worker.handlers[f"oneshot_{name}"] = getattr(self, name)
+
+    async def teardown(self, worker: Any) -> None:
+        """The worker closes: stop what runs here, each by the policy, and say why."""
+        why = f"worker closed: {worker.address}"
+        stops = [command.stop(command.grace, why) for command in self.running.values()]
+        if stops:
+            await asyncio.gather(*stops, return_exceptions=True)
+        self.reaper.close()
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        # A kernel that died (or released its task) will never stop or forget it: the
+        # scheduler's release is the backstop that does.
+        command = self.running.get(key) if isinstance(key, str) else None
+        if command is None or finish not in ("released", "cancelled", "forgotten"):
+            return
+        if command.returncode is None:
+            command.stop(command.grace, "released")
+        else:
+            self.forget(key)
+
+    # -- the Dask task ----------------------------------------------------------------
+
+    async def run(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Run one command for a kernel: claim it, start it, tell the kernel where it
+        runs (or why it could not start), and return its exit once it has exited."""
+        key = spec["key"]
+        worker = self.worker
+        notice = {"key": key, "worker": worker.address, "host": HOST}
+        # Dask runs a task again when its worker dies; the command must not run twice.
+        if await worker.scheduler.event_is_set(name=spec["claim"]):
+            return {"duplicate": True}
+        await worker.scheduler.event_set(name=spec["claim"])
+        env = {**os.environ, **spec["env"], "ONESHOT_WORKER": worker.address}
+        try:
+            child = await spawn(spec["command"], _cwd(spec), env)
+        except Exception as exc:
+            worker.log_event(spec["topic"], {**notice, "error": f"{type(exc).__name__}: {exc}"})
+            return {"error": True}
+        command = Running(key, child, spec["grace"])
+        self.running[key] = command
+        start = procfs.start_time(child.pid, zombies=True)
+        self.reaper.watch(child.pid, start, command.grace)
+        command.pumps = [asyncio.ensure_future(command.pump(n)) for n in ("stdout", "stderr")]
+        worker.log_event(spec["topic"], {**notice, "pid": child.pid, "start": start})
+        waiting = asyncio.ensure_future(child.wait())
+        try:
+            command.exit(await asyncio.shield(waiting))
+        except asyncio.CancelledError:
+            # The worker is closing (it cancels its own tasks first): stop by the
+            # policy, and let the kernel know why.
+            await asyncio.shield(command.stop(command.grace, f"worker closed: {worker.address}"))
+            command.exit(await waiting)
+            raise
+        finally:
+            self.reaper.forget(child.pid)
+        return {"exit": command.returncode}
+
+    # -- what the kernel calls ---------------------------------------------------------
+
+    async def read(self, key: str, stream: str, since: int, wait: float = LONG_POLL) -> dict:
+        command = self.running.get(key)
+        if command is None or stream not in command.boxes:
+            return {"unknown": True}
+        box = command.boxes[stream]
+        box.ack(since)
+        if since == box.end and not box.eof:
+            await box.grown.wait(min(wait, LONG_POLL))
+        if since < box.base:
+            return {"unknown": True}  # asked for what it acknowledged: not ours to guess
+        offset = since - box.base
+        data = bytes(box.data[offset : offset + REPLY])
+        return {"data": data, "eof": box.eof and since + len(data) == box.end}
+
+    async def wait(self, key: str, wait: float = LONG_POLL) -> dict:
+        command = self.running.get(key)
+        if command is None:
+            return {"unknown": True}
+        if command.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(command.exited.wait(), min(wait, LONG_POLL))
+        return {"exit": command.returncode, "stopped": command.stopped}
+
+    async def stop(self, key: str, grace: float) -> dict:
+        command = self.running.get(key)
+        if command is None:
+            return {"alive": False}
+        await asyncio.shield(command.stop(grace))
+        return {"alive": command.alive()}
+
+    def kill(self, key: str) -> dict:
+        command = self.running.get(key)
+        if command is None:
+            return {"alive": False}
+        command.child.group.kill()
+        return {"alive": command.alive()}
+
+    def forget(self, key: str) -> None:
+        command = self.running.pop(key, None)
+        if command is not None:
+            command.close()
+
+
+def _cwd(spec: dict[str, Any]) -> str | None:
+    """The directory asked for; else the kernel's, where the worker has it (a shared
+    file system, or the kernel's own machine); else the worker's."""
+    if spec["cwd"] is not None:
+        return spec["cwd"]
+    hint = spec["kernel_cwd"]
+    return hint if hint is not None and os.path.isdir(hint) else None
+
+
+async def run_command(spec: dict[str, Any]) -> dict[str, Any]:
+    """The Dask task: run `spec`'s command through this worker's plugin."""
+    worker = get_worker()
+    plugin = worker.plugins.get(PLUGIN)
+    if plugin is None:
+        raise RuntimeError(f"oneshot_nb's worker plugin is not set up on {worker.address}")
+    return await plugin.run(spec)
