@@ -55,6 +55,7 @@ bench: $(VENV)/.test-installed $(GNU_PARALLEL)
 	$(BIN)/python benchmarks/spawn.py
 	$(BIN)/python benchmarks/views.py
 	$(BIN)/python benchmarks/tables.py
+	$(BIN)/python benchmarks/cluster.py
 
 clean:
 	rm -rf $(VENV)

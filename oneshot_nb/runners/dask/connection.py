@@ -118,8 +118,8 @@ class Connection:
             raise
         self._notices.pop(key, None)
         if waiter.done():
+            result.cancel()  # its result is not wanted: fetching it would race the release
             return future, waiter.result()
-        result.cancel()
         answer = await result if result.done() and not result.cancelled() else None
         await self.forget(future, spec["claim"])
         raise RuntimeError(f"the Dask task ended before its command started: {answer}")

@@ -8,7 +8,9 @@ by the worker (the same policy as local); the group here only asks for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import Future as ThreadFuture
 from typing import Any
 
 import anyio
@@ -48,20 +50,27 @@ class DaskHandle:
     def place(self) -> Place:
         return self._place
 
-    async def ask(self, op: str, **kwargs: Any) -> dict[str, Any]:
-        """`op` on the worker: RunnerLost (or RunnerStopped, when the worker said it
-        was stopping the command) once the worker is gone or forgot the command."""
+    def request(self, op: str, **kwargs: Any) -> ThreadFuture[dict[str, Any]]:
+        """Send `op` to the worker now (on the client's loop); `answer` awaits it."""
+        return self.link.soon(lambda: self.link.ask(self.worker, op, key=self.key, **kwargs))
+
+    async def answer(self, request: ThreadFuture[dict[str, Any]]) -> dict[str, Any]:
+        """The worker's reply to `request`: RunnerLost (or RunnerStopped, when the
+        worker said it was stopping the command) once the worker is gone or forgot the
+        command. Cancelling the await cancels the request."""
         if self.lost is not None:
+            request.cancel()
             raise self.lost
         try:
-            reply = await self.link.call(
-                lambda: self.link.ask(self.worker, op, key=self.key, **kwargs)
-            )
+            reply = await asyncio.wrap_future(request)
         except WorkerGone as exc:
             raise self._lose(f"worker lost: {self.worker} ({exc})") from None
         if reply.get("unknown"):
             raise self._lose(f"worker lost: {self.worker} (it no longer knows the command)")
         return reply
+
+    async def ask(self, op: str, **kwargs: Any) -> dict[str, Any]:
+        return await self.answer(self.request(op, **kwargs))
 
     def _lose(self, message: str) -> RunnerLost:
         if self.lost is None:
@@ -127,6 +136,7 @@ class RemoteStream(ByteReceiveStream):
         self._eof = False
         self._closed = False
         self._reading: anyio.CancelScope | None = None
+        self._next: ThreadFuture[dict[str, Any]] | None = None
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         while self._at >= len(self._data):
@@ -134,21 +144,32 @@ class RemoteStream(ByteReceiveStream):
                 raise anyio.ClosedResourceError
             if self._eof:
                 raise anyio.EndOfStream
+            request, self._next = self._next or self._read(), None
             self._reading = scope = anyio.CancelScope()
             with scope:
-                reply = await self._handle.ask("read", stream=self._name, since=self._offset)
+                reply = await self._handle.answer(request)
             self._reading = None
             if self._closed or scope.cancelled_caught:
                 raise anyio.ClosedResourceError
             self._data, self._at = reply["data"], 0
             self._offset += len(self._data)
             self._eof = reply["eof"]
+            if not self._eof:
+                # Asked for now, so that the next reply travels while this one is read;
+                # it acknowledges this one, which the kernel holds already.
+                self._next = self._read()
         chunk = self._data[self._at : self._at + max_bytes]
         self._at += len(chunk)
         return chunk
 
+    def _read(self) -> ThreadFuture[dict[str, Any]]:
+        return self._handle.request("read", stream=self._name, since=self._offset)
+
     async def aclose(self) -> None:
         self._closed = True
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
         if self._reading is not None:
             self._reading.cancel()  # wakes the reader, which sees ClosedResourceError
         await anyio.lowlevel.checkpoint()

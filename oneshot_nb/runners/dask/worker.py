@@ -16,11 +16,13 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import deque
 from typing import Any
 
 import anyio
 from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.protocol import to_serialize
 
 from .. import procfs
 from ..local import HOST, Child, spawn
@@ -30,10 +32,9 @@ from .reaper import Reaper
 PLUGIN = "oneshot_nb"
 # Unsent output kept per stream; past it the pipe is not read until the kernel catches
 # up. Large enough for a read to carry a full reply while the next is being produced.
-OUTBOX = 2 << 20
+OUTBOX = 4 << 20
 # The most one read gives back: the kernel holds no more than this, unread, per stream.
-REPLY = 1 << 20
-CHUNK = 1 << 16
+REPLY = 2 << 20
 # How long a read or a wait is held open when there is nothing to say.
 LONG_POLL = 10.0
 
@@ -57,26 +58,54 @@ class Signal:
 
 class Outbox:
     """One stream's output not yet acknowledged by the kernel: the bytes from offset
-    `base` on. The kernel asks for what follows the offset it has; what is before is
-    dropped, so a reply lost in transit can be asked for again."""
+    `base` on, as the chunks read (no copy until a reply needs one). The kernel asks for
+    what follows the offset it has; what is before is dropped, so a reply lost in
+    transit can be asked for again."""
 
     def __init__(self) -> None:
-        self.data = bytearray()
+        self.chunks: deque[bytes] = deque()
         self.base = 0
+        self.size = 0  # bytes held, a partly acknowledged first chunk whole
         self.eof = False
         self.grown = Signal()  # more output, or its end
         self.drained = Signal()  # the kernel acknowledged some
 
     @property
     def end(self) -> int:
-        return self.base + len(self.data)
+        return self.base + self.size
+
+    def append(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        self.grown.fire()
 
     def ack(self, since: int) -> None:
-        drop = min(since, self.end) - self.base
-        if drop > 0:
-            del self.data[:drop]
-            self.base += drop
+        dropped = False
+        while self.chunks and since >= self.base + len(self.chunks[0]):
+            chunk = self.chunks.popleft()
+            self.base += len(chunk)
+            self.size -= len(chunk)
+            dropped = True
+        if dropped:
             self.drained.fire()
+
+    def take(self, since: int, limit: int) -> bytes:
+        """Up to `limit` bytes from offset `since` (at least `base`): one chunk as it
+        is, or one copy of the pieces."""
+        skip, parts, taken = since - self.base, [], 0
+        for chunk in self.chunks:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            piece = memoryview(chunk)[skip : skip + limit - taken]
+            skip = 0
+            parts.append(piece)
+            taken += len(piece)
+            if taken >= limit:
+                break
+        if len(parts) == 1 and len(parts[0]) == len(parts[0].obj):
+            return parts[0].obj  # a whole chunk: no copy
+        return b"".join(parts)
 
 
 class Running:
@@ -98,14 +127,13 @@ class Running:
         box = self.boxes[name]
         try:
             while True:
-                while len(box.data) >= OUTBOX:
+                while box.size >= OUTBOX:
                     await box.drained.wait(LONG_POLL)  # the kernel has not caught up
                 try:
-                    data = await stream.receive(CHUNK)
+                    data = await stream.receive(REPLY)
                 except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                     break
-                box.data += data
-                box.grown.fire()
+                box.append(data)
         finally:
             box.eof = True
             box.grown.fire()
@@ -181,13 +209,21 @@ class Commands(WorkerPlugin):
     async def run(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Run one command for a kernel: claim it, start it, tell the kernel where it
         runs (or why it could not start), and return its exit once it has exited."""
-        key = spec["key"]
         worker = self.worker
-        notice = {"key": key, "worker": worker.address, "host": HOST}
+        notice = {"key": spec["key"], "worker": worker.address, "host": HOST}
         # Dask runs a task again when its worker dies; the command must not run twice.
+        # The claim is set while the command starts: a copy can only run once the
+        # scheduler has dropped this worker, long after the set has reached it.
         if await worker.scheduler.event_is_set(name=spec["claim"]):
             return {"duplicate": True}
-        await worker.scheduler.event_set(name=spec["claim"])
+        claiming = asyncio.ensure_future(worker.scheduler.event_set(name=spec["claim"]))
+        try:
+            return await self._run(spec, notice)
+        finally:
+            await claiming
+
+    async def _run(self, spec: dict[str, Any], notice: dict[str, Any]) -> dict[str, Any]:
+        key, worker = spec["key"], self.worker
         env = {**os.environ, **spec["env"], "ONESHOT_WORKER": worker.address}
         try:
             child = await spawn(spec["command"], _cwd(spec), env)
@@ -225,9 +261,9 @@ class Commands(WorkerPlugin):
             await box.grown.wait(min(wait, LONG_POLL))
         if since < box.base:
             return {"unknown": True}  # asked for what it acknowledged: not ours to guess
-        offset = since - box.base
-        data = bytes(box.data[offset : offset + REPLY])
-        return {"data": data, "eof": box.eof and since + len(data) == box.end}
+        data = box.take(since, REPLY)
+        # A frame of its own: not copied into the message by msgpack.
+        return {"data": to_serialize(data), "eof": box.eof and since + len(data) == box.end}
 
     async def wait(self, key: str, wait: float = LONG_POLL) -> dict:
         command = self.running.get(key)
