@@ -37,10 +37,9 @@ class Connection:
     """A client, its worker plugin registered, and the notices its workers send when a
     command starts (or cannot)."""
 
-    def __init__(self, client: Client, direct: bool | None = None) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
         self.loop: asyncio.AbstractEventLoop = client.loop.asyncio_loop
-        self.direct = direct  # None: directly, unless a worker cannot be reached so
         self.topic = f"oneshot_nb-{client.id}"
         self._relayed: set[str] = set()
         self._reached: set[str] = set()
@@ -142,13 +141,17 @@ class Connection:
 
     # -- asking a worker ------------------------------------------------------------------
 
-    async def ask(self, worker: str, op: str, **kwargs: Any) -> dict[str, Any]:
-        """`op` on `worker`'s plugin (on the client's loop). WorkerGone once the worker
-        has left the cluster, or answers neither directly nor through the scheduler."""
+    async def ask(
+        self, worker: str, op: str, direct: bool | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """`op` on `worker`'s plugin (on the client's loop): `direct` True to the worker
+        itself, False relayed by the scheduler, None directly unless the worker cannot
+        be reached so. WorkerGone once the worker has left the cluster, or answers
+        neither directly nor through the scheduler."""
         deadline = None
         while True:
             try:
-                return await self._ask_once(worker, op, kwargs)
+                return await self._ask_once(worker, op, direct, kwargs)
             except (OSError, asyncio.TimeoutError) as exc:
                 if self.closed:
                     raise WorkerGone(f"the Dask client is closed ({_why(exc)})") from None
@@ -158,13 +161,15 @@ class Connection:
                     raise WorkerGone(_why(exc)) from None
                 await asyncio.sleep(LOST_POLL)
 
-    async def _ask_once(self, worker: str, op: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self.direct is False or worker in self._relayed:
+    async def _ask_once(
+        self, worker: str, op: str, direct: bool | None, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        if direct is False or (direct is None and worker in self._relayed):
             return await self._relay(worker, op, kwargs)
         try:
             reply = await getattr(self.client.rpc(worker), f"oneshot_{op}")(**kwargs)
         except OSError:
-            if self.direct or worker in self._reached or not await self._known(worker):
+            if direct or worker in self._reached or not await self._known(worker):
                 raise
             # Never reached from here, and the scheduler has it: behind a gateway.
             reply = await self._relay(worker, op, kwargs)

@@ -30,8 +30,16 @@ logger = logging.getLogger("oneshot_nb")
 class DaskHandle:
     """A command a DaskRunner started (see runners/base.py, Handle)."""
 
-    def __init__(self, link: Connection, spec: dict[str, Any], future: Any, notice: dict) -> None:
+    def __init__(
+        self,
+        link: Connection,
+        spec: dict[str, Any],
+        future: Any,
+        notice: dict,
+        direct: bool | None = None,
+    ) -> None:
         self.link = link
+        self.direct = direct
         self.key: str = spec["key"]
         self.claim: str = spec["claim"]
         self.grace: float = spec["grace"]
@@ -52,7 +60,9 @@ class DaskHandle:
 
     def request(self, op: str, **kwargs: Any) -> ThreadFuture[dict[str, Any]]:
         """Send `op` to the worker now (on the client's loop); `answer` awaits it."""
-        return self.link.soon(lambda: self.link.ask(self.worker, op, key=self.key, **kwargs))
+        return self.link.soon(
+            lambda: self.link.ask(self.worker, op, self.direct, key=self.key, **kwargs)
+        )
 
     async def answer(self, request: ThreadFuture[dict[str, Any]]) -> dict[str, Any]:
         """The worker's reply to `request`: RunnerLost (or RunnerStopped, when the
@@ -114,7 +124,7 @@ class DaskHandle:
     async def _forget(self) -> None:
         if self.lost is None:
             try:
-                await self.link.ask(self.worker, "forget", key=self.key)
+                await self.link.ask(self.worker, "forget", self.direct, key=self.key)
             except Exception as exc:
                 logger.debug("oneshot_nb: could not forget %s: %s", self.key, exc)
         await self.link.forget(self.future, self.claim)
@@ -208,7 +218,9 @@ class RemoteGroup:
 
         async def ask() -> None:
             try:
-                reply = await handle.link.ask(handle.worker, op, key=handle.key, **kwargs)
+                reply = await handle.link.ask(
+                    handle.worker, op, handle.direct, key=handle.key, **kwargs
+                )
             except Exception:
                 self.gone = True  # out of reach: the reaper ends it there
                 return

@@ -55,14 +55,15 @@ class DaskRunner:
     ) -> None:
         if direct not in (None, True, False):
             raise TypeError(f"direct must be None, True or False, got {direct!r}")
+        self.direct = direct
         if isinstance(cluster, Client):
             self.cluster = getattr(cluster.scheduler, "address", None) or repr(cluster)
-            self.link = _link(cluster, direct)
+            self.link = _link(cluster)
             self.local_cluster = None
         else:
             self.cluster = check_cluster(cluster)
             wait = CONNECT_TIMEOUT if timeout is None else timeout
-            self.local_cluster, self.link = _connect(self.cluster, wait, direct)
+            self.local_cluster, self.link = _connect(self.cluster, wait)
         if not self.link.client.asynchronous:
             self.link.client.sync(self.link.ready)  # its errors here, before any task
 
@@ -93,7 +94,7 @@ class DaskRunner:
         if "error" in notice:
             await self.link.call(lambda: self.link.forget(future, spec["claim"]))
             raise _start_error(notice)
-        return DaskHandle(self.link, spec, future, notice)
+        return DaskHandle(self.link, spec, future, notice, self.direct)
 
     def settle(self, orphans: Sequence[Orphan]) -> list[Orphan]:
         """A dead kernel's commands on workers are ended there (the scheduler releases
@@ -136,9 +137,7 @@ def check_cluster(cluster: Any) -> str:
     return cluster if "://" in cluster else f"tcp://{cluster}"
 
 
-def _connect(
-    cluster: str, timeout: float, direct: bool | None
-) -> tuple[LocalCluster | None, Connection]:
+def _connect(cluster: str, timeout: float) -> tuple[LocalCluster | None, Connection]:
     known = _connections.get(cluster)
     if known is not None and not known[1].closed:
         return known
@@ -160,14 +159,14 @@ def _connect(
         if local is not None:
             local.close()
         raise OSError(f"cannot reach the Dask scheduler at {cluster}: {_why(exc)}") from None
-    _connections[cluster] = (local, _link(client, direct))
+    _connections[cluster] = (local, _link(client))
     return _connections[cluster]
 
 
-def _link(client: Client, direct: bool | None) -> Connection:
+def _link(client: Client) -> Connection:
     link = _by_client.get(client.id)
     if link is None or link.closed:
-        link = _by_client[client.id] = Connection(client, direct)
+        link = _by_client[client.id] = Connection(client)
     return link
 
 
