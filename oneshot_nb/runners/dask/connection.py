@@ -16,6 +16,7 @@ from concurrent.futures import Future as ThreadFuture
 from typing import Any, TypeVar
 
 from distributed import Client
+from distributed.core import send_recv
 
 from ..._version import __version__
 from .worker import Commands, run_command
@@ -25,6 +26,7 @@ T = TypeVar("T")
 # the scheduler, which tells a lost worker at once when its process dies).
 LOST_AFTER = 3.0
 LOST_POLL = 0.2
+WORKER_CONNECT = 2.0  # seconds to connect to a worker
 
 logger = logging.getLogger("oneshot_nb")
 
@@ -167,7 +169,7 @@ class Connection:
         if direct is False or (direct is None and worker in self._relayed):
             return await self._relay(worker, op, kwargs)
         try:
-            reply = await getattr(self.client.rpc(worker), f"oneshot_{op}")(**kwargs)
+            reply = await self._direct(worker, op, kwargs)
         except OSError:
             if direct or worker in self._reached or not await self._known(worker):
                 raise
@@ -177,6 +179,16 @@ class Connection:
             return reply
         self._reached.add(worker)
         return reply
+
+    async def _direct(self, worker: str, op: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # As the client's pooled rpc does, but a worker that died refuses connections
+        # at once: without a short timeout, distributed would retry for 30 s.
+        pool = self.client.rpc
+        comm = await pool.connect(worker, timeout=WORKER_CONNECT)
+        try:
+            return await send_recv(comm=comm, op=f"oneshot_{op}", **kwargs)
+        finally:
+            pool.reuse(worker, comm)
 
     async def _relay(self, worker: str, op: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         replies = await self.client.scheduler.broadcast(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import math
 import os
 import re
 import secrets
@@ -56,13 +57,13 @@ class DaskRunner:
         if direct not in (None, True, False):
             raise TypeError(f"direct must be None, True or False, got {direct!r}")
         self.direct = direct
+        wait = _check_timeout(timeout)
         if isinstance(cluster, Client):
             self.cluster = getattr(cluster.scheduler, "address", None) or repr(cluster)
             self.link = _link(cluster)
             self.local_cluster = None
         else:
             self.cluster = check_cluster(cluster)
-            wait = CONNECT_TIMEOUT if timeout is None else timeout
             self.local_cluster, self.link = _connect(self.cluster, wait)
         if not self.link.client.asynchronous:
             self.link.client.sync(self.link.ready)  # its errors here, before any task
@@ -135,6 +136,16 @@ def check_cluster(cluster: Any) -> str:
             f" got {cluster!r:.80}"
         )
     return cluster if "://" in cluster else f"tcp://{cluster}"
+
+
+def _check_timeout(timeout: Any) -> float:
+    if timeout is None:
+        return CONNECT_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
+    if not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    return float(timeout)
 
 
 def _connect(cluster: str, timeout: float) -> tuple[LocalCluster | None, Connection]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 from distributed import get_worker
+from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.protocol import to_serialize
 
@@ -30,6 +31,7 @@ from ..terminate import end_group
 from .reaper import Reaper
 
 PLUGIN = "oneshot_nb"
+KEPT = "_oneshot_nb_running"  # the worker's attribute for what runs there
 # Unsent output kept per stream; past it the pipe is not read until the kernel catches
 # up. Large enough for a read to carry a full reply while the next is being produced.
 OUTBOX = 4 << 20
@@ -120,6 +122,7 @@ class Running:
         self.exited = asyncio.Event()
         self.stopped: str | None = None  # why the worker stopped it, if it did
         self.stopping: asyncio.Task[None] | None = None
+        self.released = False  # by the scheduler: no kernel will forget it
         self.pumps: list[asyncio.Task[None]] = []
 
     async def pump(self, name: str) -> None:
@@ -180,13 +183,21 @@ class Commands(WorkerPlugin):
                 " install the same version on both"
             )
         self.worker = worker
-        self.running = {}
-        self.reaper = Reaper.start()
+        # Each kernel registers the plugin when it connects, and Dask replaces the one
+        # there: what runs is kept on the worker, for the new one to take over.
+        kept = getattr(worker, KEPT, None)
+        if kept is None:
+            kept = ({}, Reaper.start())
+            setattr(worker, KEPT, kept)
+        self.running, self.reaper = kept
         for name in ("read", "wait", "stop", "kill", "forget"):
             worker.handlers[f"oneshot_{name}"] = getattr(self, name)
 
     async def teardown(self, worker: Any) -> None:
-        """The worker closes: stop what runs here, each by the policy, and say why."""
+        """The worker closes: stop what runs here, each by the policy, and say why.
+        (Replaced by another kernel's registration, it leaves everything running.)"""
+        if worker.status not in (Status.closing, Status.closing_gracefully, Status.closed):
+            return
         why = f"worker closed: {worker.address}"
         stops = [command.stop(command.grace, why) for command in self.running.values()]
         if stops:
@@ -199,8 +210,9 @@ class Commands(WorkerPlugin):
         command = self.running.get(key) if isinstance(key, str) else None
         if command is None or finish not in ("released", "cancelled", "forgotten"):
             return
+        command.released = True
         if command.returncode is None:
-            command.stop(command.grace, "released")
+            command.stop(command.grace, "released")  # forgotten once it has exited
         else:
             self.forget(key)
 
@@ -212,15 +224,13 @@ class Commands(WorkerPlugin):
         worker = self.worker
         notice = {"key": spec["key"], "worker": worker.address, "host": HOST}
         # Dask runs a task again when its worker dies; the command must not run twice.
-        # The claim is set while the command starts: a copy can only run once the
-        # scheduler has dropped this worker, long after the set has reached it.
+        # The claim is set, and its setting answered, before the command starts: the
+        # scheduler may handle this worker's death before a set still on its way (a
+        # command that kills its worker at once ran on every worker Dask tried).
         if await worker.scheduler.event_is_set(name=spec["claim"]):
             return {"duplicate": True}
-        claiming = asyncio.ensure_future(worker.scheduler.event_set(name=spec["claim"]))
-        try:
-            return await self._run(spec, notice)
-        finally:
-            await claiming
+        await worker.scheduler.event_set(name=spec["claim"])
+        return await self._run(spec, notice)
 
     async def _run(self, spec: dict[str, Any], notice: dict[str, Any]) -> dict[str, Any]:
         key, worker = spec["key"], self.worker
@@ -246,7 +256,8 @@ class Commands(WorkerPlugin):
             command.exit(await waiting)
             raise
         finally:
-            self.reaper.forget(child.pid)
+            if command.released:
+                self.forget(key)
         return {"exit": command.returncode}
 
     # -- what the kernel calls ---------------------------------------------------------
@@ -289,9 +300,13 @@ class Commands(WorkerPlugin):
         return {"alive": command.alive()}
 
     def forget(self, key: str) -> None:
+        """The kernel has all it wants of the command: drop it, and the reaper need not
+        watch its group any more (kept until now: what outlived the first process of
+        the command still holds its output, and is still the task's)."""
         command = self.running.pop(key, None)
         if command is not None:
             command.close()
+            self.reaper.forget(command.child.pid)
 
 
 def _cwd(spec: dict[str, Any]) -> str | None:
