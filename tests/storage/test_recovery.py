@@ -303,6 +303,28 @@ def test_recovery_hands_each_orphan_to_the_runner_named_in_its_row(tmp_path, spa
     assert signals_received(process, report) == []  # that runner's processes are elsewhere
 
 
+def test_recovery_marks_a_dead_kernels_dask_task_and_signals_no_local_pid(tmp_path, spawned):
+    """A dead kernel's task that ran on a Dask worker is settled there (the scheduler
+    releases the kernel's tasks, the worker's reaper ends a dead worker's), so the
+    default recover() marks it 'kernel died' and sends no signal to the pid it
+    recorded, which on this machine is some other process (here, a live one with the
+    very pid and start time)."""
+    path = str(tmp_path / "history.sqlite3")
+    ready, report = tmp_path / "ready", tmp_path / "report"
+    process = spawned(signal_recorder(ready, report))
+    eventually(ready.exists, timeout=10)
+    start = process_start_time(process.pid)
+    add_session(path, "dead", exited_pid(), 1)
+    worker = "tcp://10.0.0.7:39211"
+    add_task(path, "far", "dead", process.pid, start, grace=1.0, runner="dask", host=worker)
+    assert recover_with_a_new_store(path) == ["far"]
+    assert query(path, "SELECT state, reason, runner, host FROM tasks") == [
+        ("INTERRUPTED", "kernel died", "dask", worker)
+    ]
+    assert still_running(process)
+    assert signals_received(process, report) == []
+
+
 # -- rows no kernel of ours wrote: pids, start times and graces no process can have --------
 
 
