@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future as ThreadFuture
 from typing import Any, TypeVar
@@ -26,6 +27,8 @@ T = TypeVar("T")
 # the scheduler, which tells a lost worker at once when its process dies).
 LOST_AFTER = 3.0
 LOST_POLL = 0.2
+# How long a claim outlives its task's release (see Connection.forget).
+CLAIM_KEPT = 60.0
 WORKER_CONNECT = 2.0  # seconds to connect to a worker
 
 logger = logging.getLogger("oneshot_nb")
@@ -47,6 +50,8 @@ class Connection:
         self._reached: set[str] = set()
         self._notices: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ready: asyncio.Future[None] | None = None
+        self._claims: deque[tuple[float, str]] = deque()  # to clear once due
+        self.running: dict[str, Any] = {}  # key: DaskHandle, for notices that stop it
 
     # -- running on the client's loop ----------------------------------------------------
 
@@ -90,11 +95,20 @@ class Connection:
         except Exception as exc:
             self._ready = None  # a later start tries again (a worker was fixed)
             why = _why(exc)
+            if "No module named" in why:
+                why += " (install oneshot_nb where the workers run: see the README)"
             raise RuntimeError(f"the Dask workers could not set up oneshot_nb: {why}") from None
 
     def _notice(self, event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
-        waiter = self._notices.pop(msg.get("key"), None) if isinstance(msg, dict) else None
+        if not isinstance(msg, dict):
+            return
+        if "stopped" in msg:  # a worker closing stops a running command
+            handle = self.running.get(msg.get("key"))
+            if handle is not None:
+                handle.stopped = handle.stopped or str(msg["stopped"])
+            return
+        waiter = self._notices.pop(msg.get("key"), None)
         if waiter is not None and not waiter.done():
             waiter.set_result(msg)
 
@@ -133,13 +147,26 @@ class Connection:
         return repr(value)
 
     async def forget(self, future: Any, claim: str) -> None:
-        """Release the task's future and its claim (best effort: the scheduler releases
-        a closed client's tasks anyway)."""
+        """Release the task's future, and its claim CLAIM_KEPT later (best effort: the
+        scheduler releases a closed client's tasks anyway).
+
+        Why later: a worker that died may have handed Dask a copy to run again before
+        the release reached the scheduler; that copy must still find the claim. Once
+        the release is in, Dask runs no copy of a key nobody wants."""
         try:
             future.release()
-            await self.client.scheduler.event_clear(name=claim)
         except Exception as exc:
             logger.debug("oneshot_nb: could not release %s: %s", future, exc)
+        now = time.monotonic()
+        self._claims.append((now + CLAIM_KEPT, claim))
+        due = []
+        while self._claims and self._claims[0][0] <= now:
+            due.append(self._claims.popleft()[1])
+        if due:
+            await asyncio.gather(
+                *(self.client.scheduler.event_clear(name=name) for name in due),
+                return_exceptions=True,
+            )
 
     # -- asking a worker ------------------------------------------------------------------
 

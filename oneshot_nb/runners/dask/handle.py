@@ -54,6 +54,7 @@ class DaskHandle:
         self.stderr = RemoteStream(self, "stderr")
         self.group = RemoteGroup(self)
         self._closed = False
+        link.running[self.key] = self
 
     def place(self) -> Place:
         return self._place
@@ -122,6 +123,7 @@ class DaskHandle:
                 await self.link.call(self._forget)
 
     async def _forget(self) -> None:
+        self.link.running.pop(self.key, None)
         if self.lost is None:
             try:
                 await self.link.ask(self.worker, "forget", self.direct, key=self.key)

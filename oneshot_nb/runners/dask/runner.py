@@ -66,7 +66,12 @@ class DaskRunner:
             self.cluster = check_cluster(cluster)
             self.local_cluster, self.link = _connect(self.cluster, wait)
         if not self.link.client.asynchronous:
-            self.link.client.sync(self.link.ready)  # its errors here, before any task
+            try:
+                self.link.client.sync(self.link.ready)  # its errors here, before any task
+            except Exception:
+                if not isinstance(cluster, Client):
+                    self.close()  # nobody holds a runner that could
+                raise
 
     @property
     def client(self) -> Client:
@@ -104,7 +109,8 @@ class DaskRunner:
         return list(orphans)
 
     def close(self) -> None:
-        """Close the client, and the local cluster if this kernel started one."""
+        """Close the client, and the local cluster if this kernel started one: for every
+        runner of this cluster in the kernel, which share them."""
         _connections.pop(self.cluster, None)
         _by_client.pop(self.link.client.id, None)
         self.link.client.close()

@@ -113,8 +113,9 @@ class Outbox:
 class Running:
     """A command on this worker, from its start until the kernel forgets it."""
 
-    def __init__(self, key: str, child: Child, grace: float) -> None:
+    def __init__(self, key: str, child: Child, grace: float, topic: str) -> None:
         self.key = key
+        self.topic = topic  # where its kernel hears of it
         self.child = child
         self.grace = grace
         self.boxes = {"stdout": Outbox(), "stderr": Outbox()}
@@ -196,25 +197,36 @@ class Commands(WorkerPlugin):
     async def teardown(self, worker: Any) -> None:
         """The worker closes: stop what runs here, each by the policy, and say why.
         (Replaced by another kernel's registration, it leaves everything running.)"""
-        if worker.status not in (Status.closing, Status.closing_gracefully, Status.closed):
+        if not _closing(worker):
             return
-        why = f"worker closed: {worker.address}"
-        stops = [command.stop(command.grace, why) for command in self.running.values()]
+        stops = [self.closing(command) for command in list(self.running.values())]
         if stops:
             await asyncio.gather(*stops, return_exceptions=True)
         self.reaper.close()
 
+    def closing(self, command: Running) -> asyncio.Task[None]:
+        """Stop `command` because this worker closes, and tell its kernel so at once:
+        the worker may be gone before a reply saying so could leave."""
+        why = f"worker closed: {self.worker.address}"
+        if command.stopped is None and command.stopping is None:
+            self.worker.log_event(command.topic, {"key": command.key, "stopped": why})
+        return command.stop(command.grace, why)
+
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        # A kernel that died (or released its task) will never stop or forget it: the
-        # scheduler's release is the backstop that does.
+        # The scheduler takes the task back: the worker closes (retired, restarted), or
+        # the kernel let it go, or died, and will never stop or forget it.
         command = self.running.get(key) if isinstance(key, str) else None
         if command is None or finish not in ("released", "cancelled", "forgotten"):
             return
-        command.released = True
-        if command.returncode is None:
-            command.stop(command.grace, "released")  # forgotten once it has exited
-        else:
-            self.forget(key)
+        if _closing(self.worker):
+            self.closing(command)  # kept, for the kernel to read to the end
+            return
+        if not command.released:
+            command.released = True
+            # All of its group, whether its first process has exited or not: what is
+            # left of it would otherwise run on with nobody to read or stop it.
+            stopping = command.stop(command.grace, "released")
+            stopping.add_done_callback(lambda _: self.forget(key))
 
     # -- the Dask task ----------------------------------------------------------------
 
@@ -240,7 +252,7 @@ class Commands(WorkerPlugin):
         except Exception as exc:
             worker.log_event(spec["topic"], {**notice, "error": f"{type(exc).__name__}: {exc}"})
             return {"error": True}
-        command = Running(key, child, spec["grace"])
+        command = Running(key, child, spec["grace"], spec["topic"])
         self.running[key] = command
         start = procfs.start_time(child.pid, zombies=True)
         self.reaper.watch(child.pid, start, command.grace)
@@ -252,12 +264,9 @@ class Commands(WorkerPlugin):
         except asyncio.CancelledError:
             # The worker is closing (it cancels its own tasks first): stop by the
             # policy, and let the kernel know why.
-            await asyncio.shield(command.stop(command.grace, f"worker closed: {worker.address}"))
+            await asyncio.shield(self.closing(command))
             command.exit(await waiting)
             raise
-        finally:
-            if command.released:
-                self.forget(key)
         return {"exit": command.returncode}
 
     # -- what the kernel calls ---------------------------------------------------------
@@ -307,6 +316,10 @@ class Commands(WorkerPlugin):
         if command is not None:
             command.close()
             self.reaper.forget(command.child.pid)
+
+
+def _closing(worker: Any) -> bool:
+    return worker.status in (Status.closing, Status.closing_gracefully, Status.closed)
 
 
 def _cwd(spec: dict[str, Any]) -> str | None:
