@@ -153,13 +153,21 @@ class Child:
         await self.wait()
 
 
-async def spawn(command: Command, cwd: str | None, env: Mapping[str, str] | None) -> Child:
+async def spawn(
+    command: Command,
+    cwd: str | None,
+    env: Mapping[str, str] | None,
+    pipe_size: int | None = None,
+) -> Child:
     """Start `command` with stdin closed, stdout and stderr piped, in a new session.
 
     A new session makes the process the leader of its own group, so one signal reaches
     every process the command starts; closed stdin makes a command that reads input see
     EOF instead of waiting for ever. A string runs through the shell, like IPython's `!`.
-    `env` is the whole environment (None: this process's). Spawning blocks the loop
+    `env` is the whole environment (None: this process's). `pipe_size` gives each
+    pipe a size of its own instead of a share of the budget (see pipes.py): a Dask
+    worker, which has no notebook to keep responsive, reads fewer, larger chunks.
+    Spawning blocks the loop
     for as long as fork and exec take, as asyncio's does.
     """
     out_read, out_write = os.pipe()
@@ -169,7 +177,8 @@ async def spawn(command: Command, cwd: str | None, env: Mapping[str, str] | None
         os.close(out_read)
         os.close(out_write)
         raise
-    stdout, stderr = PipeStream(out_read), PipeStream(err_read)  # sized before use
+    stdout = PipeStream(out_read, pipe_size)  # sized before use
+    stderr = PipeStream(err_read, pipe_size)
     try:
         popen = subprocess.Popen(
             command if isinstance(command, str) else list(command),

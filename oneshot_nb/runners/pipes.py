@@ -49,12 +49,14 @@ class PipeStream(ByteReceiveStream):
     waits, which then sees `ClosedResourceError`.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, size: int | None = None) -> None:
         global _open_streams
         os.set_blocking(fd, False)
         self._fd = fd
+        self._fixed = size  # a size of its own, outside the shared budget
         self._size = 0  # the size last set, 0 before any
-        _open_streams += 1
+        if size is None:
+            _open_streams += 1
         self._fit()
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -69,7 +71,7 @@ class PipeStream(ByteReceiveStream):
                 continue
             if not data:
                 raise anyio.EndOfStream
-            if self._size != pipe_size():
+            if self._fixed is None and self._size != pipe_size():
                 self._fit()  # just emptied: now it can shrink
             return data
 
@@ -83,7 +85,7 @@ class PipeStream(ByteReceiveStream):
             return None
 
     def _fit(self) -> None:
-        size = pipe_size()
+        size = self._fixed or pipe_size()
         if _SET_PIPE_SIZE is None:
             self._size = size
             return
@@ -102,7 +104,8 @@ class PipeStream(ByteReceiveStream):
             with contextlib.suppress(RuntimeError):
                 anyio.notify_closing(fd)
             os.close(fd)
-            _open_streams -= 1
+            if self._fixed is None:
+                _open_streams -= 1
 
     def __del__(self) -> None:
         # A stream dropped unclosed (its loop gone) must not keep its fd, nor count

@@ -56,3 +56,22 @@ def test_a_stream_dropped_unclosed_closes_its_pipe_when_collected():
     assert not fd_open(read_end)
     assert pipes._open_streams == before
     os.close(write_end)
+
+
+def test_a_pipe_of_its_own_size_keeps_it_and_takes_no_share_of_the_budget():
+    """A Dask worker's pipes (spawn's pipe_size) are 1 MiB whatever runs beside them, and
+    do not make the kernel's own pipes smaller."""
+    import fcntl
+
+    get_size = getattr(fcntl, "F_GETPIPE_SZ", None)
+    read_end, write_end = os.pipe()
+    before = pipes._open_streams
+    stream = PipeStream(read_end, 1 << 20)
+    try:
+        assert pipes._open_streams == before
+        if get_size is not None:
+            assert fcntl.fcntl(read_end, get_size) == 1 << 20
+    finally:
+        stream.close()
+        os.close(write_end)
+    assert pipes._open_streams == before

@@ -37,6 +37,8 @@ KEPT = "_oneshot_nb_running"  # the worker's attribute for what runs there
 OUTBOX = 4 << 20
 # The most one read gives back: the kernel holds no more than this, unread, per stream.
 REPLY = 2 << 20
+# Each pipe's size on a worker: a sixteenth of the reads a kernel's 64 KiB pipes take.
+WORKER_PIPE = 1 << 20
 # How long a read or a wait is held open when there is nothing to say.
 LONG_POLL = 10.0
 
@@ -248,7 +250,7 @@ class Commands(WorkerPlugin):
         key, worker = spec["key"], self.worker
         env = {**os.environ, **spec["env"], "ONESHOT_WORKER": worker.address}
         try:
-            child = await spawn(spec["command"], _cwd(spec), env)
+            child = await spawn(spec["command"], _cwd(spec), env, WORKER_PIPE)
         except Exception as exc:
             worker.log_event(spec["topic"], {**notice, "error": f"{type(exc).__name__}: {exc}"})
             return {"error": True}
