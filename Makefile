@@ -34,9 +34,10 @@ test: $(VENV)/.test-installed $(CHROMIUM)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
-# The tests to run while editing, in under a minute: everything but real kernels (marked
+# The tests to run while editing, in about a minute: everything but real kernels (marked
 # `kernel`), the notebooks (nbval is not even loaded: importing it takes two seconds),
-# the browser and the two `slow` tests. `make test` runs them all.
+# the browser and the tests marked `slow` (the Dask faults among them). `make test` runs
+# them all.
 test-fast: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -p no:nbval -o addopts="-ra -p no:cacheprovider" \
 		tests --ignore=tests/browser -m "not kernel and not slow"

@@ -35,7 +35,8 @@ from oneshot_nb import AsyncOrchestrator, TaskState
 from oneshot_nb.runners.dask import DaskRunner
 from oneshot_nb.runners.dask.connection import WorkerGone
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
+# Each test starts a cluster of its own and kills a part of it: a few seconds each.
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90), pytest.mark.slow]
 
 GRACE = 0.5
 
