@@ -81,6 +81,10 @@ class Running(Supervision):
         with anyio.CancelScope() as self._start_wait:
             try:
                 process = await self.runner.start(self.command, self.cwd, env, self.options)
+            except RunnerStopped as exc:  # the runner gave up on it (its client closed)
+                self.error = str(exc)
+                self.interrupt(exc.reason)
+                return
             except Exception as exc:  # OSError, ValueError (a cwd with a NUL), a runner's
                 self._start_failed(f"{type(exc).__name__}: {exc}")
                 return

@@ -139,9 +139,11 @@ class OneshotMagics(Magics):
         if not command:
             raise UsageError("no command given: %oneshot [options] COMMAND")
         env, cwd = parse_env(args.env), check_cwd(args.cwd)
+        timing = timing_options(args)
+        self.session.check_options(name=args.name, cwd=cwd, env=env, **timing)
         runner = self.session.runner_for(args.cluster, given=True)
         task = self.session.submit(
-            command, name=args.name, cwd=cwd, env=env, runner=runner, **timing_options(args)
+            command, name=args.name, cwd=cwd, env=env, runner=runner, **timing
         )
         self.session.show(task, args.quiet)
         return task
@@ -178,6 +180,7 @@ class OneshotMagics(Magics):
                 commands.append(self.shell.var_expand(text, depth=2))
         if not commands:
             raise UsageError("the cell has no commands: write one command per line")
+        self.session.check_options(**timing_options(args))
         runner = self.session.runner_for(args.cluster, given=True)
         batch = self.session.submit_batch(
             commands,

@@ -19,6 +19,7 @@ from anyio.from_thread import start_blocking_portal
 from IPython.core.error import UsageError
 from IPython.display import display
 
+from ..engine.options import TaskOptions
 from ..engine.orchestrator import AsyncOrchestrator
 from ..engine.task import OneshotTask
 from ..runners import LocalRunner, Runner
@@ -220,6 +221,14 @@ class Session:
                 orchestrator.shutdown_now("shutdown")
         if self.store is not None:
             self.store.close()
+
+    def check_options(self, **options: Any) -> None:
+        """The task options a magic was given (None: not given), checked before anything
+        starts: a wrong one must not leave a cluster started for nothing."""
+        try:
+            TaskOptions(**{name: value for name, value in options.items() if value is not None})
+        except (TypeError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
 
     def runner_for(self, cluster: str | None, given: bool = False) -> Runner | None:
         """The runner of a --cluster (`given`) or of the `cluster` setting: None for

@@ -38,6 +38,10 @@ class WorkerGone(Exception):
     """The worker a command runs on is gone, or answers no more."""
 
 
+class ClientClosed(WorkerGone):
+    """The kernel's Dask client was closed: the scheduler stops its tasks."""
+
+
 class Connection:
     """A client, its worker plugin registered, and the notices its workers send when a
     command starts (or cannot)."""
@@ -73,6 +77,22 @@ class Connection:
             return await make()
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop)
+
+    def close(self) -> None:
+        """Clear the claims still kept (their tasks are released), before the client
+        closes: the scheduler would otherwise keep them for good."""
+        claims, self._claims = self._claims, deque()
+        if claims and not self.closed:
+            try:
+                self.client.sync(
+                    lambda: asyncio.gather(
+                        *(self.client.scheduler.event_clear(name=name) for _, name in claims),
+                        return_exceptions=True,
+                    ),
+                    callback_timeout=5,
+                )
+            except Exception as exc:
+                logger.debug("oneshot_nb: could not clear the claims: %s", exc)
 
     @property
     def closed(self) -> bool:
@@ -137,6 +157,8 @@ class Connection:
             return future, waiter.result()
         answer = await result if result.done() and not result.cancelled() else None
         await self.forget(future, spec["claim"])
+        if self.closed:
+            raise ClientClosed("client closed: the Dask client was closed before it started")
         raise RuntimeError(f"the Dask task ended before its command started: {answer}")
 
     async def _result(self, future: Any) -> str:
@@ -183,7 +205,7 @@ class Connection:
                 return await self._ask_once(worker, op, direct, kwargs)
             except (OSError, asyncio.TimeoutError) as exc:
                 if self.closed:
-                    raise WorkerGone(f"the Dask client is closed ({_why(exc)})") from None
+                    raise ClientClosed("client closed: the Dask client was closed") from None
                 now = time.monotonic()
                 deadline = deadline or now + LOST_AFTER
                 if now >= deadline or not await self._known(worker):

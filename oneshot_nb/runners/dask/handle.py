@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from ..base import Place, RunnerLost, RunnerStopped
-from .connection import Connection, WorkerGone
+from .connection import ClientClosed, Connection, WorkerGone
 from .worker import LONG_POLL
 
 # How long closing a handle may take (forgetting it on the worker, releasing its
@@ -74,6 +74,9 @@ class DaskHandle:
             raise self.lost
         try:
             reply = await asyncio.wrap_future(request)
+        except ClientClosed as exc:
+            self.stopped = self.stopped or str(exc)
+            raise self._lose(str(exc)) from None
         except WorkerGone as exc:
             raise self._lose(f"worker lost: {self.worker} ({exc})") from None
         if reply.get("unknown"):
@@ -86,7 +89,7 @@ class DaskHandle:
     def _lose(self, message: str) -> RunnerLost:
         if self.lost is None:
             if self.stopped is not None:
-                self.lost = RunnerStopped(self.stopped, reason="worker closed")
+                self.lost = _stopped(self.stopped)
             else:
                 self.lost = RunnerLost(message, reason="worker lost")
             self.group.gone = True  # out of reach: the worker's reaper ends what is left
@@ -99,7 +102,7 @@ class DaskHandle:
                 self.stopped = reply["stopped"]
             if reply["exit"] is not None:
                 if self.stopped is not None and self.lost is None:
-                    self.lost = RunnerStopped(self.stopped, reason="worker closed")
+                    self.lost = _stopped(self.stopped)
                 self.returncode = reply["exit"]
         if isinstance(self.lost, RunnerStopped):
             raise self.lost
@@ -233,3 +236,9 @@ class RemoteGroup:
 
     def __repr__(self) -> str:
         return f"<RemoteGroup {self._handle.pid} on {self._handle.worker}>"
+
+
+def _stopped(message: str) -> RunnerStopped:
+    """The worker's word that it stopped the command ("worker closed: ADDRESS", "released
+    by the scheduler: ..."), with what comes before the colon as the task's reason."""
+    return RunnerStopped(message, reason=message.partition(":")[0])

@@ -44,6 +44,10 @@ logger = logging.getLogger("oneshot_nb")
 Watched = dict[int, tuple[int | None, float]]  # pgid: (its leader's start time, grace)
 
 
+# The most a dead worker's commands get between SIGTERM and SIGKILL.
+GRACE_CAP = 1.0
+
+
 class _Stop(Exception):
     pass  # SIGTERM to the reaper: `kill` of it must not leave the commands behind
 
@@ -69,7 +73,9 @@ def main() -> None:
         pass
     spared.add(os.getppid())
     ours = [pgid for pgid, (start, _) in watched.items() if _same_leader(pgid, start, spared)]
-    end_groups_now({ProcessGroup(pgid): watched[pgid][1] for pgid in ours})
+    # The worker is gone and nobody will read what they write: a short grace, whatever
+    # theirs, so that nothing of them runs on for long.
+    end_groups_now({ProcessGroup(pgid): watched[pgid][1] for pgid in ours}, GRACE_CAP)
 
 
 def _lines(lifeline: BinaryIO) -> Iterator[bytes]:
@@ -136,6 +142,14 @@ class Reaper:
         self._watched.pop(pgid, None)
         self._send(f"del {pgid:d}\n".encode())
 
+    def check(self) -> None:
+        """Start a new reaper if this one has died (killed by hand, the OOM killer), told
+        every group still watched: the worker calls this every second, so that its
+        commands are never long without one."""
+        if not self._closed and self._process is not None and self._process.poll() is not None:
+            self._warn("oneshot_nb: the reaper %s died; starting another", self._process.pid)
+            self._restart()
+
     def close(self) -> None:
         """Break the lifeline: the reaper ends the groups still watched and exits. Blocks
         until it has (the longest grace and CLOSE_SLACK at most), then kills it."""
@@ -187,7 +201,7 @@ class Reaper:
             raise BrokenPipeError("no reaper")
         self._process.stdin.write(line)
 
-    def _warn(self, message: str, error: OSError) -> None:
+    def _warn(self, message: str, error: object) -> None:
         (logger.debug if self._warned else logger.warning)(message, error)
         self._warned = True
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from distributed import Client, LocalCluster
 
-from ..base import Command, Orphan
-from .connection import Connection, _why
+from ..base import Command, Orphan, RunnerStopped
+from .connection import ClientClosed, Connection, _why
 from .handle import DaskHandle
 
 MAX_LOCAL_WORKERS = 256
@@ -96,7 +96,10 @@ class DaskRunner:
             "kernel_cwd": cwd,
             "grace": float(getattr(options, "grace", 5.0)),
         }
-        future, notice = await self.link.call(lambda: self.link.submit(spec))
+        try:
+            future, notice = await self.link.call(lambda: self.link.submit(spec))
+        except ClientClosed as exc:
+            raise RunnerStopped(str(exc), reason="client closed") from None
         if "error" in notice:
             await self.link.call(lambda: self.link.forget(future, spec["claim"]))
             raise _start_error(notice)
@@ -110,9 +113,11 @@ class DaskRunner:
 
     def close(self) -> None:
         """Close the client, and the local cluster if this kernel started one: for every
-        runner of this cluster in the kernel, which share them."""
+        runner of this cluster in the kernel, which share them. Tasks still running
+        there end INTERRUPTED, "client closed" (the scheduler stops them)."""
         _connections.pop(self.cluster, None)
         _by_client.pop(self.link.client.id, None)
+        self.link.close()
         self.link.client.close()
         if self.local_cluster is not None:
             self.local_cluster.close()
@@ -130,16 +135,16 @@ def check_cluster(cluster: Any) -> str:
         )
     if cluster == "local" or cluster.startswith("local:"):
         count = cluster.partition(":")[2] or str(os.cpu_count() or 1)
-        if not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
+        if not re.fullmatch(r"[0-9]{1,4}", count) or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
             raise ValueError(
                 f"local:N takes a number of workers from 1 to {MAX_LOCAL_WORKERS},"
                 f" got {cluster!r:.60}"
             )
         return f"local:{int(count)}"
-    if not re.fullmatch(r"([a-z]+://)?[^\s/]+:\d{1,5}", cluster):
+    if not re.fullmatch(r"((tcp|tls|ws|wss)://)?[^\s/]+:[0-9]{1,5}", cluster):
         raise ValueError(
-            f"cluster must be 'local:N' or a scheduler address like tcp://host:8786,"
-            f" got {cluster!r:.80}"
+            f"cluster must be 'local:N' or a scheduler address like tcp://host:8786"
+            f" (tcp, tls, ws or wss), got {cluster!r:.80}"
         )
     return cluster if "://" in cluster else f"tcp://{cluster}"
 
@@ -156,8 +161,11 @@ def _check_timeout(timeout: Any) -> float:
 
 def _connect(cluster: str, timeout: float) -> tuple[LocalCluster | None, Connection]:
     known = _connections.get(cluster)
-    if known is not None and not known[1].closed:
-        return known
+    if known is not None:
+        if not known[1].closed:
+            return known
+        if known[0] is not None:
+            known[0].close()  # its client was closed: the cluster must not outlive it
     local = None
     try:
         if cluster.startswith("local:"):

@@ -24,6 +24,7 @@ from distributed import get_worker
 from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.protocol import to_serialize
+from tornado.ioloop import PeriodicCallback
 
 from .. import procfs
 from ..local import HOST, Child, spawn
@@ -39,6 +40,12 @@ OUTBOX = 4 << 20
 REPLY = 2 << 20
 # Each pipe's size on a worker: a sixteenth of the reads a kernel's 64 KiB pipes take.
 WORKER_PIPE = 1 << 20
+# How long a closing worker waits for its kernels to read what its commands wrote.
+DRAIN_ON_CLOSE = 5.0
+# How long a command the scheduler released is kept for its kernel to read, after its end.
+RELEASED_KEPT = 30.0
+# How often the reaper is looked at.
+REAPER_CHECK = 1.0
 # How long a read or a wait is held open when there is nothing to say.
 LONG_POLL = 10.0
 
@@ -159,6 +166,10 @@ class Running:
     def alive(self) -> bool:
         return self.child.group.alive()
 
+    def drained(self) -> bool:
+        """Whether its kernel has had all of its output (and there is no more)."""
+        return all(box.eof and box.base == box.end for box in self.boxes.values())
+
     def close(self) -> None:
         self.child.stdout.close()
         self.child.stderr.close()
@@ -192,6 +203,11 @@ class Commands(WorkerPlugin):
         if kept is None:
             kept = ({}, Reaper.start())
             setattr(worker, KEPT, kept)
+            # A reaper that died would leave the commands unguarded until the next one
+            # starts: looked at every second (the worker stops it when it closes).
+            check = PeriodicCallback(kept[1].check, REAPER_CHECK * 1000)
+            worker.periodic_callbacks["oneshot_nb-reaper"] = check
+            check.start()
         self.running, self.reaper = kept
         for name in ("read", "wait", "stop", "kill", "forget"):
             worker.handlers[f"oneshot_{name}"] = getattr(self, name)
@@ -204,12 +220,22 @@ class Commands(WorkerPlugin):
         stops = [self.closing(command) for command in list(self.running.values())]
         if stops:
             await asyncio.gather(*stops, return_exceptions=True)
+        # What the commands wrote is still here: give their kernels (a busy cell may
+        # hold one) a while to read it before the worker's server goes.
+        deadline = asyncio.get_running_loop().time() + DRAIN_ON_CLOSE
+        while any(not command.drained() for command in self.running.values()):
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
         self.reaper.close()
 
     def closing(self, command: Running) -> asyncio.Task[None]:
-        """Stop `command` because this worker closes, and tell its kernel so at once:
+        """Stop `command` because this worker closes."""
+        return self.stop_for(command, f"worker closed: {self.worker.address}")
+
+    def stop_for(self, command: Running, why: str) -> asyncio.Task[None]:
+        """Stop `command` of the worker's own accord, and tell its kernel why at once:
         the worker may be gone before a reply saying so could leave."""
-        why = f"worker closed: {self.worker.address}"
         if command.stopped is None and command.stopping is None:
             self.worker.log_event(command.topic, {"key": command.key, "stopped": why})
         return command.stop(command.grace, why)
@@ -226,9 +252,16 @@ class Commands(WorkerPlugin):
         if not command.released:
             command.released = True
             # All of its group, whether its first process has exited or not: what is
-            # left of it would otherwise run on with nobody to read or stop it.
-            stopping = command.stop(command.grace, "released")
-            stopping.add_done_callback(lambda _: self.forget(key))
+            # left of it would otherwise run on with nobody to read or stop it. Kept a
+            # while for a kernel that still reads (the scheduler restarted, say); one
+            # that died never forgets it.
+            why = (
+                f"released by the scheduler: it took the task back from {self.worker.address}"
+                " (a restart of the cluster?)"
+            )
+            stopping = self.stop_for(command, why)
+            loop = asyncio.get_running_loop()
+            stopping.add_done_callback(lambda _: loop.call_later(RELEASED_KEPT, self.forget, key))
 
     # -- the Dask task ----------------------------------------------------------------
 
@@ -244,6 +277,11 @@ class Commands(WorkerPlugin):
         if await worker.scheduler.event_is_set(name=spec["claim"]):
             return {"duplicate": True}
         await worker.scheduler.event_set(name=spec["claim"])
+        # Released meanwhile (a stop while it started, the kernel gone): the release
+        # came before the command was there to stop, so it must not start at all.
+        task = worker.state.tasks.get(spec["key"])
+        if task is None or task.state != "executing":
+            return {"cancelled": True}
         return await self._run(spec, notice)
 
     async def _run(self, spec: dict[str, Any], notice: dict[str, Any]) -> dict[str, Any]:

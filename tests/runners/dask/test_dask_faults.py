@@ -205,8 +205,9 @@ async def test_a_closed_worker_interrupts_the_task_and_ends_its_group(
     two_workers: DaskRunner, tmp_path: Path, how: str
 ) -> None:
     """A worker closed on purpose (retired, or every worker restarted) stops what runs
-    on it by the policy and says so: the task is INTERRUPTED ("worker closed"), as a
-    stop would end it, not FAILED, and nothing of its group is left."""
+    on it by the policy and says so: the task is INTERRUPTED, as a stop would end it,
+    not FAILED, and nothing of its group is left. Retired: "worker closed"; restarted:
+    the scheduler takes every task back first, "released by the scheduler"."""
     pid_file = tmp_path / "pids"
     client = two_workers.client
     groups: list[int] = []
@@ -223,7 +224,8 @@ async def test_a_closed_worker_interrupts_the_task_and_ends_its_group(
                 await anyio.to_thread.run_sync(client.restart)
             with anyio.fail_after(10):
                 await task.wait()
-            assert (task.state, task.reason) == (TaskState.INTERRUPTED, "worker closed"), task.error
+            reason = "worker closed" if how == "retire" else "released by the scheduler"
+            assert (task.state, task.reason) == (TaskState.INTERRUPTED, reason), task.error
             await wait_until(lambda: group_gone(leader) and process_gone(child), timeout=3)
     finally:
         for pgid in groups:
