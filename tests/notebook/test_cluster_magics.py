@@ -112,3 +112,18 @@ def test_the_cluster_setting_sends_every_task_there_but_cluster_none(ip, magics,
     back = oneshot(ip, "--quiet true")
     assert wait(magics, back) is TaskState.COMPLETED
     assert back.place.runner == "local"
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ("--cluster local:3 --name '' echo x", "name must not be empty"),
+        ("--cluster local:3 --env 'A=1' --env '1B=2' echo x", "env"),
+    ],
+)
+def test_a_wrong_option_beside_the_cluster_starts_no_cluster(ip, magics, db, line, said):
+    """The options are checked before the cluster is started: a mistyped name must not
+    leave a LocalCluster of three processes running for nothing."""
+    with pytest.raises(UsageError, match=said):
+        ip.run_line_magic("oneshot", line)
+    assert "local:3" not in dask_runner._connections
