@@ -17,8 +17,8 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from ..base import Place, RunnerLost, RunnerStopped
+from .command import LONG_POLL
 from .connection import ClientClosed, Connection, WorkerGone
-from .worker import LONG_POLL
 
 # How long closing a handle may take (forgetting it on the worker, releasing its
 # task): a worker or scheduler that does not answer must not hold the task's end.
