@@ -50,6 +50,9 @@ class Outbox:
         self.base = 0
         self.size = 0  # bytes held, a partly acknowledged first chunk whole
         self.eof = False
+        # A reply said the end: the kernel has it all and asks no more (no read comes to
+        # acknowledge that last reply).
+        self.told_end = False
         self.grown = Signal()  # more output, or its end
         self.drained = Signal()  # the kernel acknowledged some
 
@@ -140,7 +143,7 @@ class Running:
 
     def drained(self) -> bool:
         """Whether its kernel has had all of its output (and there is no more)."""
-        return all(box.eof and box.base == box.end for box in self.boxes.values())
+        return all(box.told_end for box in self.boxes.values())
 
     def close(self) -> None:
         self.child.stdout.close()

@@ -188,8 +188,10 @@ class Commands(WorkerPlugin):
         if since < box.base:
             return {"unknown": True}  # asked for what it acknowledged: not ours to guess
         data = box.take(since, REPLY)
+        end = box.eof and since + len(data) == box.end
+        box.told_end = box.told_end or end
         # A frame of its own: not copied into the message by msgpack.
-        return {"data": to_serialize(data), "eof": box.eof and since + len(data) == box.end}
+        return {"data": to_serialize(data), "eof": end}
 
     async def wait(self, key: str, wait: float = LONG_POLL) -> dict:
         command = self.running.get(key)
