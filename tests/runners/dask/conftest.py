@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.dask import DaskProcesses, all_gone, cluster_pids
+from helpers.dask import DaskProcesses, all_gone, cluster_pids, local_cluster
 
 from oneshot_nb.runners.dask import DaskRunner
 
@@ -39,3 +39,10 @@ def dask_processes(tmp_path: Path) -> Iterator[DaskProcesses]:
         yield processes
     finally:
         processes.close()
+
+
+@pytest.fixture
+def two_workers() -> Iterator[DaskRunner]:
+    """A DaskRunner on a LocalCluster of the test's own, two workers under nannies."""
+    with local_cluster(workers=2) as runner:
+        yield runner

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -21,7 +20,6 @@ from helpers import eventually, py, wait_for_line, wait_until
 from helpers.dask import (
     DaskProcesses,
     all_gone,
-    local_cluster,
     read_pids,
     reaper_pids,
     scheduler_tasks,
@@ -39,13 +37,6 @@ from oneshot_nb.runners.dask.connection import WorkerGone
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90), pytest.mark.slow]
 
 GRACE = 0.5
-
-
-@pytest.fixture
-def two_workers() -> Iterator[DaskRunner]:
-    """A DaskRunner on a LocalCluster of the test's own, two workers under nannies."""
-    with local_cluster(workers=2) as runner:
-        yield runner
 
 
 # -- a worker killed or closed ----------------------------------------------------------------
@@ -200,6 +191,9 @@ async def test_asking_a_dead_worker_gives_up_within_seconds(two_workers: DaskRun
     assert time.monotonic() - began < 5
 
 
+RESTART_REASONS = ["released by the scheduler", "worker closed"]
+
+
 @pytest.mark.parametrize("how", ["retire", "restart"])
 async def test_a_closed_worker_interrupts_the_task_and_ends_its_group(
     two_workers: DaskRunner, tmp_path: Path, how: str
@@ -207,7 +201,8 @@ async def test_a_closed_worker_interrupts_the_task_and_ends_its_group(
     """A worker closed on purpose (retired, or every worker restarted) stops what runs
     on it by the policy and says so: the task is INTERRUPTED, as a stop would end it,
     not FAILED, and nothing of its group is left. Retired: "worker closed"; restarted:
-    the scheduler takes every task back first, "released by the scheduler"."""
+    the scheduler takes every task back first, "released by the scheduler" (or "worker
+    closed" when the close reaches the worker first)."""
     pid_file = tmp_path / "pids"
     client = two_workers.client
     groups: list[int] = []
@@ -224,8 +219,10 @@ async def test_a_closed_worker_interrupts_the_task_and_ends_its_group(
                 await anyio.to_thread.run_sync(client.restart)
             with anyio.fail_after(10):
                 await task.wait()
-            reason = "worker closed" if how == "retire" else "released by the scheduler"
-            assert (task.state, task.reason) == (TaskState.INTERRUPTED, reason), task.error
+            # A restart: the scheduler's release and the nanny's close may reach the
+            # worker in either order, and whichever comes first names the reason.
+            reasons = ["worker closed"] if how == "retire" else RESTART_REASONS
+            assert task.state is TaskState.INTERRUPTED and task.reason in reasons, task.error
             await wait_until(lambda: group_gone(leader) and process_gone(child), timeout=3)
     finally:
         for pgid in groups:
