@@ -1,9 +1,8 @@
 """Fixtures for the Dask runner's tests: one shared `local:2` cluster for the behaviour
 tests, clusters of a test's own for the tests that kill or close workers.
 
-No __init__.py here, unlike what a package of tests usually has: with one, pytest puts
-tests/runners on sys.path and imports this directory as the package `dask`, which then
-hides the real one from distributed.
+No __init__.py here: pytest would import this directory as a package named `dask`
+wherever its parent is on sys.path, and hide the real one from distributed.
 """
 
 from __future__ import annotations
