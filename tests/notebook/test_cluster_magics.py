@@ -4,6 +4,7 @@ every wrong spec one UsageError line that starts nothing."""
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 from IPython.core.error import UsageError
@@ -140,3 +141,13 @@ def test_fail_fast_stops_the_rest_of_a_batch_on_the_cluster(ip, magics, db):
     assert states == [TaskState.FAILED, TaskState.INTERRUPTED]
     assert batch.tasks[1].reason == "fail-fast"
     assert {task.place.runner for task in batch.tasks} == {"dask"}
+
+
+def test_a_port_where_nothing_listens_is_refused_at_once(ip, magics, db):
+    """distributed retries a refused connection for its whole timeout (10 s here): a
+    mistyped port must not hold the cell that long when the system says at once that
+    nothing listens there."""
+    began = time.monotonic()
+    with pytest.raises(UsageError, match="connection refused"):
+        ip.run_line_magic("oneshot", "--cluster tcp://127.0.0.1:1 true")
+    assert time.monotonic() - began < dask_runner.CONNECT_TIMEOUT / 2

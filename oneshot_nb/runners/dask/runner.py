@@ -15,6 +15,7 @@ import math
 import os
 import re
 import secrets
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -166,6 +167,9 @@ def _connect(cluster: str, timeout: float) -> tuple[LocalCluster | None, Connect
             return known
         if known[0] is not None:
             known[0].close()  # its client was closed: the cluster must not outlive it
+    refused = None if cluster.startswith("local:") else _refused(cluster)
+    if refused is not None:
+        raise OSError(f"cannot reach the Dask scheduler at {cluster}: {refused}")
     local = None
     try:
         if cluster.startswith("local:"):
@@ -186,6 +190,19 @@ def _connect(cluster: str, timeout: float) -> tuple[LocalCluster | None, Connect
         raise OSError(f"cannot reach the Dask scheduler at {cluster}: {_why(exc)}") from None
     _connections[cluster] = (local, _link(client))
     return _connections[cluster]
+
+
+def _refused(address: str) -> str | None:
+    """Why nothing listens at `address`, when the system says so at once (a port that
+    refuses): distributed would retry for the whole timeout. None when it may listen."""
+    host, _, port = address.partition("://")[2].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+    except ConnectionRefusedError as exc:
+        return f"{(exc.strerror or str(exc)).lower()} (nothing listens there)"
+    except (OSError, ValueError):
+        pass  # unreachable, unknown, slow: distributed says, within its timeout
+    return None
 
 
 def _link(client: Client) -> Connection:
