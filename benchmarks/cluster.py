@@ -19,17 +19,15 @@ import gc
 import json
 import os
 import platform
-import resource
-import shutil
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
+
+from figures import Figure, cpu_seconds, measure, print_table, reset_hwm, status_kib, writer
 
 import oneshot_nb
 from oneshot_nb import AsyncOrchestrator, TaskEvent, TaskState
@@ -44,14 +42,6 @@ LINE_EVERY = 0.02  # seconds between two lines of the latency command
 # -- what the tasks run -------------------------------------------------------------------
 
 
-def _writer(nbytes: int) -> list[str]:
-    if shutil.which("head"):
-        return ["head", "-c", str(nbytes), "/dev/zero"]
-    blocks = nbytes // MiB
-    code = f"import sys\nb=bytes({MiB})\nfor _ in range({blocks}): sys.stdout.buffer.write(b)"
-    return [sys.executable, "-c", code]
-
-
 def _ticker(seconds: float) -> list[str]:
     """A command printing the time it writes each line, every LINE_EVERY s, flushed."""
     code = (
@@ -63,13 +53,6 @@ def _ticker(seconds: float) -> list[str]:
         "    sys.stdout.flush()\n"
     )
     return [sys.executable, "-c", code]
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process (all its threads, Dask's client loop among
-    them), not of its children."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _check(task: Any, what: str, nbytes: int | None = None) -> None:
@@ -124,7 +107,7 @@ async def _drain(runner: DaskRunner | None, nbytes: int) -> tuple[float, str | N
     """Seconds to drain `nbytes` from one task, and the worker it ran on."""
     start = time.perf_counter()
     async with AsyncOrchestrator(runner=runner) as orch:
-        task = orch.submit(_writer(nbytes))
+        task = orch.submit(writer(nbytes))
         await task.wait()
     elapsed = time.perf_counter() - start
     _check(task, "drain", nbytes)
@@ -160,24 +143,6 @@ async def _spawn(runner: DaskRunner | None, n: int, command: list[str] | None = 
 # -- 4. a blocked kernel loop, each round in a fresh process -----------------------------------
 
 
-def _status_kib(pid: int | str, name: str) -> int:
-    with open(f"/proc/{pid}/status", "rb") as f:
-        for line in f:
-            if line.startswith(name.encode() + b":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_hwm(pid: int | str) -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0), so it holds the run's peak only."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 class _Peaks:
     """Samples VmRSS of some processes every 10 ms in a thread, keeping each maximum: a
     thread still runs while the event loop is blocked."""
@@ -189,7 +154,7 @@ class _Peaks:
 
     def _sample(self) -> None:
         for pid in self.peak:
-            self.peak[pid] = max(self.peak[pid], _status_kib(pid, "VmRSS"))
+            self.peak[pid] = max(self.peak[pid], status_kib("VmRSS", pid))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -219,17 +184,17 @@ def block_child(mode: str, nbytes: int, block: float) -> None:
             await asyncio.gather(*(orch.submit(["true"]).wait() for _ in range(4)))
             gc.collect()
             pids: list[int | str] = ["self", *workers.values()]
-            before = {pid: _status_kib(pid, "VmRSS") for pid in pids}
-            reset = all([_reset_hwm(pid) for pid in pids])
+            before = {pid: status_kib("VmRSS", pid) for pid in pids}
+            reset = all([reset_hwm(pid) for pid in pids])
             with _Peaks(pids) as peaks:
-                task = orch.submit(_writer(nbytes))
+                task = orch.submit(writer(nbytes))
                 while task.bytes_written["stdout"] == 0 and not task.done:
                     await asyncio.sleep(0.001)
                 time.sleep(block)  # the loop's thread blocked, as by a long cell
                 unblocked = time.perf_counter()
                 await task.wait()
                 drained = time.perf_counter() - unblocked
-            hwm = {pid: _status_kib(pid, "VmHWM") for pid in pids}
+            hwm = {pid: status_kib("VmHWM", pid) for pid in pids}
         growth = {
             str(pid): (max(peaks.peak[pid], hwm[pid] if reset else 0) - before[pid]) / 1024
             for pid in pids
@@ -269,101 +234,6 @@ def _blocked(mode: str, nbytes: int, block: float, results: list[dict[str, Any]]
 
 
 # -- rounds, medians and the table --------------------------------------------------------------
-
-
-@dataclass
-class Figure:
-    name: str
-    unit: str
-    base: list[float] = field(default_factory=list)  # local runner
-    subj: list[float] = field(default_factory=list)  # dask runner
-    # target: ("<=" | ">=" | "<", bound, what the bound applies to: "ratio" or "dask")
-    target: tuple[str, float, str] | None = None
-    lower_is_better: bool = True
-
-    @property
-    def base_med(self) -> float | None:
-        return statistics.median(self.base) if self.base else None
-
-    @property
-    def subj_med(self) -> float:
-        return statistics.median(self.subj)
-
-    @property
-    def ratio(self) -> float | None:
-        base = self.base_med
-        if base is None or base <= 0 or (self.unit == "MiB" and base < 1):
-            return None  # a ratio to (almost) nothing means nothing
-        return self.subj_med / base
-
-
-def measure(
-    fig: Figure,
-    rounds: int,
-    base: Callable[[], float],
-    subj: Callable[[], float],
-    warmup: bool = False,
-) -> None:
-    if warmup:
-        # The first run of a size pays for growing the heap (and the worker's).
-        base()
-        subj()
-    for r in range(rounds):
-        order = [(fig.base, base), (fig.subj, subj)]
-        if r % 2:
-            order.reverse()  # ABBA: drift within a pair of rounds falls on both alike
-        for samples, fn in order:
-            gc.collect()
-            samples.append(fn())
-
-
-def _fmt(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "MiB/s":
-        return f"{value:.0f} MiB/s"
-    if unit in ("s",):
-        return f"{value:.3f} s"
-    return f"{value:.1f} {unit}"
-
-
-def _verdict(fig: Figure) -> tuple[str, str]:
-    if fig.target is None:
-        return "-", "(info)"
-    op, bound, what = fig.target
-    value = fig.ratio if what == "ratio" else fig.subj_med
-    text = f"{op} {bound:g}" + ("" if what == "ratio" else f" {fig.unit}")
-    if value is None:
-        return text, "?"
-    met = {"<=": value <= bound, ">=": value >= bound, "<": value < bound}[op]
-    return text, "TARGET MET" if met else "TARGET MISSED"
-
-
-ROW = "  {:<40} {:>12} {:>12} {:>7}  {:<11} {}"
-
-
-def print_table(figures: list[Figure]) -> None:
-    print()
-    print(ROW.format("figure (medians)", "local", "dask", "ratio", "target", "result"))
-    for fig in figures:
-        target, result = _verdict(fig)
-        ratio = "-" if fig.ratio is None else f"{fig.ratio:.2f}"
-        print(
-            ROW.format(
-                fig.name,
-                _fmt(fig.base_med, fig.unit),
-                _fmt(fig.subj_med, fig.unit),
-                ratio,
-                target,
-                result,
-            )
-        )
-    print()
-    print("  samples (local | dask), in measurement order:")
-    for fig in figures:
-        b = " ".join(f"{x:.4g}" for x in fig.base) or "-"
-        s = " ".join(f"{x:.4g}" for x in fig.subj)
-        print(f"    {fig.name:<40} {b} | {s}")
 
 
 def _loadavg() -> str:
@@ -433,7 +303,7 @@ def run(args: argparse.Namespace) -> None:
 
     timed(
         [p50, p99, top],
-        lambda: measure(p50, args.rounds, latency("local"), latency("dask")),
+        lambda: measure(p50, args.rounds, latency("local"), latency("dask"), warmup=False),
     )
 
     # 2. drain throughput, and the CPU this process spends per MiB
@@ -446,11 +316,11 @@ def run(args: argparse.Namespace) -> None:
 
     def drain(which: str) -> Callable[[], float]:
         def one() -> float:
-            before = _cpu_seconds()
+            before = cpu_seconds()
             theirs = {address: _process_cpu(pid) for address, pid in workers.items()}
             elapsed, host = asyncio.run(_drain(on(which), size))
             getattr(cpu, "base" if which == "local" else "subj").append(
-                (_cpu_seconds() - before) * 1000 / mib
+                (cpu_seconds() - before) * 1000 / mib
             )
             if host in workers:
                 spent = _process_cpu(workers[host]) - theirs[host]
@@ -461,7 +331,7 @@ def run(args: argparse.Namespace) -> None:
 
     timed(
         [rate, cpu, worker_cpu],
-        lambda: measure(rate, args.rounds, drain("local"), drain("dask"), warmup=True),
+        lambda: measure(rate, args.rounds, drain("local"), drain("dask")),
     )
     del cpu.base[0], cpu.subj[0], worker_cpu.subj[0]  # the warm-up runs
 
@@ -478,7 +348,9 @@ def run(args: argparse.Namespace) -> None:
 
         return one
 
-    timed([wall, per], lambda: measure(wall, args.rounds, spawn("local"), spawn("dask")))
+    timed(
+        [wall, per], lambda: measure(wall, args.rounds, spawn("local"), spawn("dask"), warmup=False)
+    )
 
     # How many commands run at once at limit 8: a worker runs one per Dask thread.
     nap, naps = 0.5, LIMIT
@@ -487,7 +359,10 @@ def run(args: argparse.Namespace) -> None:
     def sleeps(which: str) -> Callable[[], float]:
         return lambda: naps * nap / asyncio.run(_spawn(on(which), naps, ["sleep", str(nap)]))
 
-    timed([at_once], lambda: measure(at_once, args.rounds, sleeps("local"), sleeps("dask")))
+    timed(
+        [at_once],
+        lambda: measure(at_once, args.rounds, sleeps("local"), sleeps("dask"), warmup=False),
+    )
     runner.close()
 
     # 4. the kernel's loop blocked while a task floods
@@ -505,7 +380,7 @@ def run(args: argparse.Namespace) -> None:
 
     timed(
         [kernel, worker, after],
-        lambda: measure(kernel, args.block_rounds, blocked("local"), blocked("dask")),
+        lambda: measure(kernel, args.block_rounds, blocked("local"), blocked("dask"), warmup=False),
     )
     worker.subj[:] = [r["worker"] for r in results["dask"]]
     after.base[:] = [r["drained_after_block"] for r in results["local"]]
@@ -517,7 +392,7 @@ def run(args: argparse.Namespace) -> None:
         if r["counted"] != args.blocked or r["state"] != "COMPLETED"
     ]
 
-    print_table(figures)
+    print_table(figures, "local", "dask", "figure (medians)")
     print()
     print(
         "  notes: LocalCluster's scheduler and the client's loop thread live in this process,"

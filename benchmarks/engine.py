@@ -17,17 +17,15 @@ import gc
 import json
 import os
 import platform
-import resource
-import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import metadata
+
+from figures import Figure, cpu_seconds, measure, print_table, reset_hwm, status_kib, writer
 
 import oneshot_nb
 from oneshot_nb import AsyncOrchestrator, TaskEvent, TaskState
@@ -73,23 +71,9 @@ async def _spawn_engine(n: int, limit: int, shell: bool) -> float:
     return elapsed
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process (all its threads), not of its children."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _writer(nbytes: int) -> list[str]:
-    if shutil.which("head"):
-        return ["head", "-c", str(nbytes), "/dev/zero"]
-    blocks = nbytes // MiB
-    code = f"import sys\nb=bytes({MiB})\nfor _ in range({blocks}): sys.stdout.buffer.write(b)"
-    return [sys.executable, "-c", code]
-
-
 async def _drain_raw(nbytes: int) -> float:
     start = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(*_writer(nbytes), stdout=PIPE, stderr=PIPE)
+    proc = await asyncio.create_subprocess_exec(*writer(nbytes), stdout=PIPE, stderr=PIPE)
 
     async def pump(stream: asyncio.StreamReader) -> int:
         total = 0
@@ -128,7 +112,7 @@ async def _drain_engine(nbytes: int, attach: str = "none") -> float:
                     count(event)
 
             consumer = asyncio.get_running_loop().create_task(consume())
-        task = orch.submit(_writer(nbytes))
+        task = orch.submit(writer(nbytes))
         await task.wait()
     if consumer is not None:
         await consumer
@@ -161,7 +145,7 @@ async def _drain_stored(
             store = Store(os.path.join(tmp, "history.sqlite3")) if store_on else None
             if store is not None:
                 store.attach(orch)
-            task = orch.submit(command or _writer(nbytes))
+            task = orch.submit(command or writer(nbytes))
             await task.wait()
             elapsed = time.perf_counter() - start
         if store is not None:
@@ -176,14 +160,6 @@ async def _drain_stored(
 # -- peak RSS, measured in a fresh child process ------------------------------------------
 
 
-def _status_kib(field_name: str) -> int:
-    with open("/proc/self/status", "rb") as f:
-        for line in f:
-            if line.startswith(field_name.encode() + b":"):
-                return int(line.split()[1])
-    return 0
-
-
 class _Sampler:
     """Samples VmRSS every `interval` seconds in a thread and keeps the maximum."""
 
@@ -196,7 +172,7 @@ class _Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _status_kib("VmRSS"))
+            self.peak = max(self.peak, status_kib("VmRSS"))
             self.samples += 1
             self._stop.wait(self.interval)
 
@@ -207,17 +183,7 @@ class _Sampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _status_kib("VmRSS"))
-
-
-def _reset_hwm() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0), so it holds the run's peak only."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+        self.peak = max(self.peak, status_kib("VmRSS"))
 
 
 def rss_child(mode: str, nbytes: int) -> None:
@@ -228,19 +194,19 @@ def rss_child(mode: str, nbytes: int) -> None:
             async with AsyncOrchestrator(limit=8) as orch:
                 gc.collect()
                 with _Sampler() as sampler:
-                    before = _status_kib("VmRSS")
-                    hwm_reset = _reset_hwm()
-                    task = orch.submit(_writer(nbytes))
+                    before = status_kib("VmRSS")
+                    hwm_reset = reset_hwm()
+                    task = orch.submit(writer(nbytes))
                     await task.wait()
-                    hwm = _status_kib("VmHWM")
+                    hwm = status_kib("VmHWM")
                 ok = task.bytes_written["stdout"] == nbytes
         else:
             gc.collect()
             with _Sampler() as sampler:
-                before = _status_kib("VmRSS")
-                hwm_reset = _reset_hwm()
+                before = status_kib("VmRSS")
+                hwm_reset = reset_hwm()
                 await _drain_raw(nbytes)
-                hwm = _status_kib("VmHWM")
+                hwm = status_kib("VmHWM")
             ok = True
         return {
             "before_kib": before,
@@ -272,104 +238,6 @@ def _rss_growth(mode: str, nbytes: int) -> float:
 
 
 # -- rounds, medians and the table --------------------------------------------------------
-
-
-@dataclass
-class Figure:
-    name: str
-    unit: str
-    base: list[float] = field(default_factory=list)
-    subj: list[float] = field(default_factory=list)
-    # target: ("<=" | ">=", bound, what the bound applies to: "ratio" or "subject")
-    target: tuple[str, float, str] | None = None
-
-    @property
-    def base_med(self) -> float:
-        return statistics.median(self.base)
-
-    @property
-    def subj_med(self) -> float:
-        return statistics.median(self.subj)
-
-    @property
-    def ratio(self) -> float | None:
-        if self.base_med <= 0 or (self.unit == "MiB" and self.base_med < 1):
-            return None  # a ratio to (almost) nothing means nothing
-        return self.subj_med / self.base_med
-
-
-def measure(
-    fig: Figure,
-    rounds: int,
-    base: Callable[[], float],
-    subj: Callable[[], float],
-    warmup: bool = True,
-) -> Figure:
-    if warmup:
-        # One untimed run of each: the first run in a process pays for growing the heap
-        # (150k page faults for a 512 MiB drain) and for warming caches and imports.
-        base()
-        subj()
-    for r in range(rounds):
-        # ABBA order: drift within a pair of rounds falls on both sides alike.
-        order = [(fig.base, base), (fig.subj, subj)]
-        if r % 2:
-            order.reverse()
-        for samples, fn in order:
-            gc.collect()
-            samples.append(fn())
-    return fig
-
-
-def _fmt(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "s":
-        return f"{value:.3f} s"
-    if unit == "ms":
-        return f"{value:.3f} ms"
-    if unit == "MiB/s":
-        return f"{value:.0f} MiB/s"
-    return f"{value:.1f} {unit}"
-
-
-def _verdict(fig: Figure) -> tuple[str, str]:
-    if fig.target is None:
-        return "-", "(info)"
-    op, bound, what = fig.target
-    value = fig.ratio if what == "ratio" else fig.subj_med
-    text = f"{op} {bound:g}" + ("" if what == "ratio" else f" {fig.unit}")
-    if value is None:
-        return text, "?"
-    met = value <= bound if op == "<=" else value >= bound
-    return text, "TARGET MET" if met else "TARGET MISSED"
-
-
-ROW = "  {:<38} {:>13} {:>13} {:>7}  {:<10} {}"
-
-
-def print_table(figures: list[Figure]) -> None:
-    print()
-    print(ROW.format("figure", "baseline", "oneshot_nb", "ratio", "target", "result"))
-    for fig in figures:
-        target, result = _verdict(fig)
-        ratio = "-" if fig.ratio is None else f"{fig.ratio:.2f}"
-        print(
-            ROW.format(
-                fig.name,
-                _fmt(fig.base_med, fig.unit),
-                _fmt(fig.subj_med, fig.unit),
-                ratio,
-                target,
-                result,
-            )
-        )
-    print()
-    print("  samples (baseline | oneshot_nb), in measurement order:")
-    for fig in figures:
-        b = " ".join(f"{x:.4g}" for x in fig.base)
-        s = " ".join(f"{x:.4g}" for x in fig.subj)
-        print(f"    {fig.name:<38} {b} | {s}")
 
 
 def header(args: argparse.Namespace) -> None:
@@ -422,9 +290,9 @@ def run(args: argparse.Namespace) -> None:
         fn: Callable[[], float], samples: list[float], per: float = n
     ) -> Callable[[], float]:
         def run_one() -> float:
-            before = _cpu_seconds()
+            before = cpu_seconds()
             result = fn()
-            samples.append((_cpu_seconds() - before) * 1000 / per)
+            samples.append((cpu_seconds() - before) * 1000 / per)
             return result
 
         return run_one
@@ -505,7 +373,7 @@ def run(args: argparse.Namespace) -> None:
         warmup=False,
     )  # a fresh process each round: nothing to warm
 
-    print_table(figures)
+    print_table(figures, "baseline", "oneshot_nb")
     print(f"\n  total {time.perf_counter() - started:.0f} s, loadavg now {os.getloadavg()[0]:.2f}")
 
 
