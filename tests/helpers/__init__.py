@@ -126,3 +126,10 @@ def fill(directory: str) -> str:
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler
+
+
+def oneshot(ip: Any, line: str) -> OneshotTask:
+    """`%oneshot LINE` in the shell `ip`: the task it returns (a task, or the test fails)."""
+    task = ip.run_line_magic("oneshot", line)
+    assert isinstance(task, OneshotTask)
+    return task

@@ -24,7 +24,7 @@ from distributed import Client, LocalCluster
 from oneshot_nb.runners.dask import DaskRunner
 
 from . import eventually, py
-from .processes import kill_group, process_gone
+from .processes import PPID, kill_group, pids_where, process_gone
 
 DASK = str(Path(sys.executable).with_name("dask"))
 # How long a `dask scheduler` or `dask worker` process gets to come up on a loaded 2-CPU
@@ -83,17 +83,7 @@ def rss_mib(pid: int) -> float:
 
 def our_children() -> set[int]:
     """The pids of this process's children, as /proc has them."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == os.getpid():
-                found.add(int(entry))
-    return found
+    return {int(pid) for pid in pids_where(PPID, os.getpid())}
 
 
 def all_gone(pids: Sequence[int | None], timeout: float = 10.0) -> None:

@@ -56,6 +56,15 @@ def live_members(pgid: int) -> list[int]:
 
 
 def _pids_in_group(pgid: int) -> list[str]:
+    return pids_where(PGRP, pgid)
+
+
+# Fields of /proc/PID/stat after the command name.
+PPID, PGRP = 1, 2
+
+
+def pids_where(field: int, value: int) -> list[str]:
+    """The pids whose /proc/PID/stat has `value` in `field` (PPID, PGRP)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -64,7 +73,7 @@ def _pids_in_group(pgid: int) -> list[str]:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[2]) == pgid:
+            if int(fields[field]) == value:
                 pids.append(entry)
     return pids
 

@@ -7,8 +7,8 @@ import sys
 import time
 
 import pytest
+from helpers import oneshot
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from traitlets import TraitError
 
 from oneshot_nb import OneshotTask, TaskState
@@ -17,18 +17,6 @@ from oneshot_nb.runners.dask import runner as dask_runner
 pytestmark = pytest.mark.timeout(60)
 
 CLUSTER = "local:2"  # the spec the Dask runner tests use too: one cluster per process
-
-
-@pytest.fixture
-def db(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ONESHOT_NB_DB", ":memory:")
-    return ":memory:"
-
-
-def oneshot(ip: InteractiveShell, line: str) -> OneshotTask:
-    task = ip.run_line_magic("oneshot", line)
-    assert isinstance(task, OneshotTask)
-    return task
 
 
 def wait(magics, task: OneshotTask) -> TaskState:

@@ -10,10 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import eventually
+from helpers import eventually, oneshot
 from helpers.processes import group_gone
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from traitlets import TraitError
 from traitlets.config import Config
 
@@ -29,12 +28,6 @@ def db(monkeypatch: pytest.MonkeyPatch) -> str:
     """No history: these tests are about the magics (and write nothing to the home dir)."""
     monkeypatch.setenv("ONESHOT_NB_DB", ":memory:")
     return ":memory:"
-
-
-def oneshot(ip: InteractiveShell, line: str) -> OneshotTask:
-    task = ip.run_line_magic("oneshot", line)
-    assert isinstance(task, OneshotTask)
-    return task
 
 
 # -- no running loop: a background thread -------------------------------------------------

@@ -267,6 +267,19 @@ def test_a_version_2_file_is_migrated_and_its_dead_kernels_task_is_recovered(tmp
     ]
 
 
+def a_dead_kernels_live_process(
+    tmp_path: Path, spawned: Any
+) -> tuple[str, subprocess.Popen, Path, int | None]:
+    """A history file with a session whose kernel is dead, and a live process that
+    records the signals it gets: the file, the process, its report, its start time."""
+    path = str(tmp_path / "history.sqlite3")
+    ready, report = tmp_path / "ready", tmp_path / "report"
+    process = spawned(signal_recorder(ready, report))
+    eventually(ready.exists, timeout=10)
+    add_session(path, "dead", exited_pid(), 1)
+    return path, process, report, process_start_time(process.pid)
+
+
 @pytest.mark.timeout(30)
 def test_recovery_hands_each_orphan_to_the_runner_named_in_its_row(tmp_path, spawned):
     """A dead kernel's RUNNING task that ran on a runner named 'elsewhere' is left
@@ -274,12 +287,7 @@ def test_recovery_hands_each_orphan_to_the_runner_named_in_its_row(tmp_path, spa
     local runner must not end what it did not start. Given a runner named 'elsewhere',
     recover() hands it the orphan (its place as recorded, its grace capped at
     RECOVERY_GRACE_CAP) and marks what it settles 'kernel died'."""
-    path = str(tmp_path / "history.sqlite3")
-    ready, report = tmp_path / "ready", tmp_path / "report"
-    process = spawned(signal_recorder(ready, report))
-    eventually(ready.exists, timeout=10)
-    start = process_start_time(process.pid)
-    add_session(path, "dead", exited_pid(), 1)
+    path, process, report, start = a_dead_kernels_live_process(tmp_path, spawned)
     add_task(path, "far", "dead", process.pid, start, grace=30.0, runner="elsewhere", host=HOST)
 
     def settle_with(runners: list[Any] | None) -> list[str]:
@@ -309,12 +317,7 @@ def test_recovery_marks_a_dead_kernels_dask_task_and_signals_no_local_pid(tmp_pa
     default recover() marks it 'kernel died' and sends no signal to the pid it
     recorded, which on this machine is some other process (here, a live one with the
     very pid and start time)."""
-    path = str(tmp_path / "history.sqlite3")
-    ready, report = tmp_path / "ready", tmp_path / "report"
-    process = spawned(signal_recorder(ready, report))
-    eventually(ready.exists, timeout=10)
-    start = process_start_time(process.pid)
-    add_session(path, "dead", exited_pid(), 1)
+    path, process, report, start = a_dead_kernels_live_process(tmp_path, spawned)
     worker = "tcp://10.0.0.7:39211"
     add_task(path, "far", "dead", process.pid, start, grace=1.0, runner="dask", host=worker)
     assert recover_with_a_new_store(path) == ["far"]
