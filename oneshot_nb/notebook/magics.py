@@ -180,14 +180,11 @@ class OneshotMagics(Magics):
                 commands.append(self.shell.var_expand(text, depth=2))
         if not commands:
             raise UsageError("the cell has no commands: write one command per line")
-        self.session.check_options(**timing_options(args))
+        timing = timing_options(args)
+        self.session.check_options(**timing)
         runner = self.session.runner_for(args.cluster, given=True)
         batch = self.session.submit_batch(
-            commands,
-            limit=args.limit,
-            fail_fast=args.fail_fast,
-            runner=runner,
-            **timing_options(args),
+            commands, limit=args.limit, fail_fast=args.fail_fast, runner=runner, **timing
         )
         if args.out:
             self.shell.user_ns[args.out] = batch
