@@ -57,6 +57,7 @@ bench: $(VENV)/.test-installed $(GNU_PARALLEL)
 	$(BIN)/python benchmarks/views.py
 	$(BIN)/python benchmarks/tables.py
 	$(BIN)/python benchmarks/cluster.py
+	$(BIN)/python benchmarks/terminal.py
 
 clean:
 	rm -rf $(VENV)

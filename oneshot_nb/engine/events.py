@@ -16,8 +16,11 @@ from .machine import TaskState
 
 logger = logging.getLogger("oneshot_nb")
 
-EventKind = Literal["submitted", "transition", "output", "settled", "dropped"]
+EventKind = Literal["submitted", "transition", "output", "agent", "settled", "dropped"]
 Listener = Callable[["TaskEvent"], None]
+# What a slow subscriber may lose (counted, and said by a `dropped` event): an agent
+# event comes with a line of output, and as often; the state it says is the task's.
+DROPPABLE = frozenset({"output", "agent"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +30,11 @@ class TaskEvent:
     so `returncode` is known; it comes after the final transition, which a stop makes
     at once).
 
-    A transition carries `event` (its name), `source`, `target` and `reason`; an output
-    chunk carries `stream` ("stdout" or "stderr"), the raw `data` and its decoded `text`
-    (empty when every listener has said it wants bytes only, see `OutputWanted`).
+    A transition carries `event` (its name), `source`, `target` and `reason` (an IDLE
+    one may say why: "waiting for input"); an output chunk carries `stream` ("stdout",
+    "stderr", or "stdin" for input sent to the task), the raw `data` and its decoded
+    `text` (empty when every listener has said it wants bytes only, see `OutputWanted`).
+    An `agent` event says an agent task's summary (`task.agent`) changed.
     A `dropped` event stands where a slow subscriber lost `count` output events; its
     `task_id` is that of the first event lost.
     """
@@ -113,7 +118,7 @@ class Subscription:
     def put(self, event: TaskEvent) -> None:
         if self._closed:
             return
-        if event.kind == "output":
+        if event.kind in DROPPABLE:
             if self._outputs >= self.maxsize:
                 if not self._gap:
                     self._gap_task = event.task_id
@@ -157,7 +162,7 @@ class Subscription:
             self._ready = ready = anyio.Event()
             await ready.wait()
         event = self._queue.popleft()
-        if event.kind == "output":
+        if event.kind in DROPPABLE:
             self._outputs -= 1
         return event
 

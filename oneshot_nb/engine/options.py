@@ -13,11 +13,17 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from ..agents import check_agent
+
 Command = str | Sequence[str]
 
 DEFAULT_IDLE_AFTER = 10.0
 DEFAULT_GRACE = 5.0
 DEFAULT_MAX_LOG_BYTES = 1 << 20
+# A terminal that fits a notebook's log: wide enough for a test runner's lines, and a
+# full-screen program (out of scope) at least draws in a familiar size.
+DEFAULT_COLS = 120
+DEFAULT_ROWS = 30
 _NO_ENV: Mapping[str, str] = MappingProxyType({})
 # An option left out of a call: its value comes from a TaskOptions. (None is a value:
 # timeout=None means never.)
@@ -33,6 +39,12 @@ class TaskOptions:
     is made absolute when given; None means the directory current at submit. `env`
     holds the variables added to the kernel's environment, read-only.
 
+    `pty` gives the command a pseudo-terminal of `cols` x `rows` for its stdin, stdout
+    and stderr (one stream, reported as stdout); `stdin` gives it a pipe to read input
+    from instead of the closed stdin it gets otherwise (a pty task takes input too).
+    `agent` ("auto", "claude", "gemini", "codex") reads its output as that agent CLI's
+    stream of JSON events and keeps a summary of its progress.
+
     The default `idle_after` of 10 s is long enough that a compiler or a training loop
     between log lines is not called idle, short enough that a hung agent shows soon.
     The default `grace` of 5 s gives a process time to flush and clean up after SIGTERM.
@@ -45,10 +57,20 @@ class TaskOptions:
     cwd: str | None = None
     env: Mapping[str, str] = dataclasses.field(default_factory=lambda: _NO_ENV)
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
+    pty: bool = False
+    cols: int = DEFAULT_COLS
+    rows: int = DEFAULT_ROWS
+    stdin: bool = False
+    agent: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
         check_options(self.idle_after, self.timeout, self.grace, self.max_log_bytes)
+        check_flag("pty", self.pty)
+        check_flag("stdin", self.stdin)
+        check_size("cols", self.cols)
+        check_size("rows", self.rows)
+        check_agent(self.agent)
         put = object.__setattr__  # frozen: the checked forms replace what was given
         put(self, "idle_after", _never_as_none(self.idle_after))
         put(self, "timeout", _never_as_none(self.timeout))
@@ -212,6 +234,16 @@ def _check_max_log_bytes(value: Any) -> None:
         raise TypeError(f"max_log_bytes must be {rule}, got {type(value).__name__}")
     if value < 0:
         raise ValueError(f"max_log_bytes must be {rule}, got {value!r}")
+
+
+def check_size(name: str, value: Any) -> int:
+    """A terminal's width or height: 1 to 1000 characters (a window size is 16 bits; a
+    wider one only makes every line a program pads longer)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number of characters, got {type(value).__name__}")
+    if not 1 <= value <= 1000:
+        raise ValueError(f"{name} must be 1 to 1000 characters, got {value!r}")
+    return value
 
 
 def check_env(env: Any) -> dict[str, str]:

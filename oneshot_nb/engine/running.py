@@ -129,6 +129,7 @@ class Running(Supervision):
         self._stopped = anyio.Event()
         self._stdout_done, self._stderr_done = anyio.Event(), anyio.Event()
         self.machine.start()
+        self._input_started()
         try:
             # Few tasks, and none cancelled on the way out: the watchers return by
             # themselves once the state is final. This keeps the cost of a short command

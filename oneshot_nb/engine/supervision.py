@@ -6,6 +6,7 @@ half reads at once. `Supervision` is a mixin: it works on the task's own state.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import anyio
@@ -13,7 +14,10 @@ from anyio.abc import ByteReceiveStream
 
 from ..runners import RunnerLost, RunnerStopped, end_group
 from .events import OutputWanted, TaskEvent, notify
+from .input import WAITING_FOR_INPUT
 from .output import StreamDecoder
+
+logger = logging.getLogger("oneshot_nb")
 
 # Large reads keep the per-chunk cost (decode, log, events) small next to the copy.
 CHUNK_SIZE = 1 << 16
@@ -43,6 +47,9 @@ class Supervision:
             self.machine.interrupt(reason=self.lost.reason)
         elif self.lost is not None:
             self.machine.fail(reason=self.lost.reason)
+        elif self._agent_watch is not None and self._agent_watch.failed:
+            # The agent said it failed, whatever its exit code: its message is why.
+            self.machine.fail(reason=self._agent_watch.failed)
         elif code == 0:
             self.machine.finish(reason="exit")
         else:
@@ -85,6 +92,8 @@ class Supervision:
                 if self._idle:
                     self.machine.detect_activity()
                 self._log.append(name, data)
+                if self._agent_watch is not None and name == "stdout":
+                    self._watch_agent(data)
                 wanted = self._output_wanted()
                 if wanted is OutputWanted.TEXT:
                     if decoder is None:
@@ -107,8 +116,24 @@ class Supervision:
             rest = decoder.decode(b"", final=True) if decoder is not None else ""
             if rest:
                 self._emit_output(name, b"", rest)
+            if self._agent_watch is not None and name == "stdout":
+                self._watch_agent(None)
             if done is not None:
                 done.set()
+
+    def _watch_agent(self, data: bytes | None) -> None:
+        """Feed the agent's stream (None: its end) to its watch; tell the listeners
+        when its summary changed."""
+        assert self._agent_watch is not None
+        try:
+            changed = (
+                self._agent_watch.feed(data) if data is not None else self._agent_watch.finish()
+            )
+        except Exception:  # a parser's fault must not cost the output
+            logger.exception("oneshot_nb: task %s: reading the agent's stream", self.id)
+            return
+        if changed and self.listeners:
+            notify(self.listeners, TaskEvent(self.id, "agent", time.time()))
 
     def _output_wanted(self) -> OutputWanted:
         if not self.listeners:
@@ -130,7 +155,8 @@ class Supervision:
             if self.machine.RUNNING.is_active:
                 silent = time.monotonic() - self.last_activity
                 if silent >= self.idle_after:
-                    self.machine.detect_silence()
+                    waiting = self._waits_for_input()
+                    self.machine.detect_silence(reason=WAITING_FOR_INPUT if waiting else None)
                     continue
                 await self._sleep_or_wake(self.idle_after - silent)
             else:

@@ -15,8 +15,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from ..agents import AgentSummary, AgentWatch
 from ..runners import Group, Handle, LocalRunner, Place, Runner, RunnerLost
 from .events import Listener, OutputWanted, TaskEvent, notify
+from .input import Input
 from .machine import OneshotStateMachine, TaskState, Transition
 from .options import (
     DEFAULT_GRACE,
@@ -42,7 +44,7 @@ logger = logging.getLogger("oneshot_nb")
 LOCAL = LocalRunner()  # what a task runs on when it is given no runner
 
 
-class OneshotTask(Running):
+class OneshotTask(Running, Input):
     """A shell command (or argv list) run in the background, with a lifecycle.
 
     `machine` is the single source of truth for the state; `state`, `reason` and the
@@ -51,9 +53,9 @@ class OneshotTask(Running):
     A failed spawn, a non-zero exit and a stop are states, not exceptions.
 
     The options come from `options` (a TaskOptions, checked once), with any of `name`,
-    `idle_after`, `timeout`, `grace`, `cwd`, `env` and `max_log_bytes` given here
-    replacing its own (see TaskOptions for their defaults and why). `runner` says where
-    the command runs: by default, on this machine.
+    `idle_after`, `timeout`, `grace`, `cwd`, `env`, `max_log_bytes`, `pty`, `stdin` and
+    `agent` given here replacing its own (see TaskOptions for their defaults and why).
+    `runner` says where the command runs: by default, on this machine.
     """
 
     def __init__(
@@ -67,6 +69,11 @@ class OneshotTask(Running):
         cwd: str | os.PathLike[str] | None = UNSET,
         env: Mapping[str, str] | None = UNSET,
         max_log_bytes: int = UNSET,
+        pty: bool = UNSET,
+        cols: int = UNSET,
+        rows: int = UNSET,
+        stdin: bool = UNSET,
+        agent: str | None = UNSET,
         task_id: str | None = None,
         options: TaskOptions | None = None,
         runner: Runner | None = None,
@@ -80,9 +87,15 @@ class OneshotTask(Running):
             "cwd": cwd,
             "env": env,
             "max_log_bytes": max_log_bytes,
+            "pty": pty,
+            "cols": cols,
+            "rows": rows,
+            "stdin": stdin,
+            "agent": agent,
         }
         self.options = with_changes(options, given)
         self.runner: Runner = LOCAL if runner is None else check_runner(runner)
+        check_features(self.runner, self.options)
         # Fixed now, not at spawn: a task that waits for a slot runs where, and with the
         # environment that, the kernel had when it was submitted.
         self.cwd = self.options.cwd if self.options.cwd is not None else check_cwd(None)
@@ -108,6 +121,11 @@ class OneshotTask(Running):
         # no event and output only stored costs no decoding. None: text for all.
         self.output_wanted: Callable[[], OutputWanted] | None = None
         self.bytes_written = {"stdout": 0, "stderr": 0}
+        self.bytes_sent = 0  # input given to `send`
+        # Input sent before the command started, written once it has; b"" for none.
+        self._early_input = bytearray()
+        self._early_close = False
+        self._agent_watch = AgentWatch(self.options.agent) if self.options.agent else None
         # True when a stop closed pipes that a process outside the group held open.
         self.output_cut = False
         self.last_activity = time.monotonic()
@@ -177,7 +195,9 @@ class OneshotTask(Running):
     @property
     def output(self) -> str:
         """The retained output, stdout and stderr in arrival order (the newest
-        `max_log_bytes` of it; `output_dropped` counts what was let go)."""
+        `max_log_bytes` of it; `output_dropped` counts what was let go). A task given
+        `stdin` has its input there too, where it was sent, as a terminal would show it
+        (a `pty` task's terminal echoes it into stdout by itself)."""
         return self._log.text()
 
     def output_chunks(self, final: bool = True) -> list[tuple[str, str]]:
@@ -190,8 +210,16 @@ class OneshotTask(Running):
         return self._log.dropped_bytes
 
     def read_output(self, stream: str | None = None) -> str:
-        """The retained output of one stream ("stdout" or "stderr"), or of both."""
+        """The retained output of one stream ("stdout", "stderr", or "stdin": the
+        input sent to a `stdin` task), or of all."""
         return self._log.text(stream)
+
+    @property
+    def agent(self) -> AgentSummary | None:
+        """The progress of an agent CLI (a task given `agent`) as its output tells it:
+        turns, tool calls, the last tool and message, tokens, cost, its result. None for
+        other tasks, and until an `agent="auto"` task's output is recognised."""
+        return self._agent_watch.summary if self._agent_watch is not None else None
 
     @property
     def done(self) -> bool:
@@ -304,7 +332,9 @@ class OneshotTask(Running):
             self.reason = reason
             self.ended_at = now
         else:
-            reason = None
+            # IDLE may say why ("waiting for input"); RUNNING and CREATED have none.
+            reason = reason if target is TaskState.IDLE else None
+            self.reason = reason
         self.transitions.append(Transition(event, source, target, now, reason))
         self._idle = target is TaskState.IDLE
         if self.listeners:
@@ -339,6 +369,19 @@ class OneshotTask(Running):
             )
         if self._done is not None:
             self._done.set()
+
+
+def check_features(runner: Runner, options: TaskOptions) -> None:
+    """Refuse, in one line, options that `runner` cannot give a task (a terminal, input),
+    as its `features` say; a runner without them gives neither."""
+    asked = [name for name in ("pty", "stdin") if getattr(options, name)]
+    if asked:
+        missing = [name for name in asked if name not in getattr(runner, "features", ())]
+        if missing:
+            raise ValueError(
+                f"the {runner.name!r} runner cannot run a task with"
+                f" {' or '.join(f'{name}=True' for name in missing)}: run it on this machine"
+            )
 
 
 class _TaskMachine(OneshotStateMachine):

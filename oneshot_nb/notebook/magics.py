@@ -20,11 +20,12 @@ from ..engine.options import (
 )
 from .parsing import (
     check_cwd,
+    first_word,
+    given_options,
     parse_args,
     parse_env,
     split_command,
     task_options,
-    timing_options,
     whole_number,
 )
 from .session import TASK_DEFAULTS, Session, task_defaults
@@ -139,11 +140,11 @@ class OneshotMagics(Magics):
         if not command:
             raise UsageError("no command given: %oneshot [options] COMMAND")
         env, cwd = parse_env(args.env), check_cwd(args.cwd)
-        timing = timing_options(args)
-        self.session.check_options(name=args.name, cwd=cwd, env=env, **timing)
+        given = given_options(args)
+        self.session.check_options(name=args.name, cwd=cwd, env=env, **given)
         runner = self.session.runner_for(args.cluster, given=True)
         task = self.session.submit(
-            command, name=args.name, cwd=cwd, env=env, runner=runner, **timing
+            command, name=args.name, cwd=cwd, env=env, runner=runner, **given
         )
         self.session.show(task, args.quiet)
         return task
@@ -180,16 +181,42 @@ class OneshotMagics(Magics):
                 commands.append(self.shell.var_expand(text, depth=2))
         if not commands:
             raise UsageError("the cell has no commands: write one command per line")
-        timing = timing_options(args)
-        self.session.check_options(**timing)
+        given = given_options(args)
+        self.session.check_options(**given)
         runner = self.session.runner_for(args.cluster, given=True)
         batch = self.session.submit_batch(
-            commands, limit=args.limit, fail_fast=args.fail_fast, runner=runner, **timing
+            commands, limit=args.limit, fail_fast=args.fail_fast, runner=runner, **given
         )
         if args.out:
             self.shell.user_ns[args.out] = batch
         self.session.show(batch, args.quiet)
         return batch
+
+    @magic_arguments()
+    @argument("--no-newline", action="store_true", help="Send TEXT without a newline.")
+    @argument("--eof", action="store_true", help="Then end the task's input (as Ctrl-D).")
+    @argument("task", nargs="?", help="The id or name of the task.")
+    @argument("text", nargs="*", help="What to send, verbatim.")
+    @line_magic
+    def oneshot_send(self, line: str) -> None:
+        """Send a line of input to a running task started with --pty or --stdin.
+
+        `%oneshot_send build y` sends "y" and a newline to the task named build, as if
+        typed; the rest of the line is sent as it is. With --eof the input ends after
+        (alone: `%oneshot_send --eof build`). Example::
+
+            t = %oneshot --pty --name ask read -p "continue? " answer
+            %oneshot_send ask y
+        """
+        parser = self.oneshot_send.parser
+        words, rest = split_command(line, parser)
+        args = parser.parse_args(words)
+        key, text = first_word(rest)
+        if not key:
+            raise UsageError("give a task id or name: %oneshot_send TASK TEXT")
+        if not args.no_newline and not (args.eof and not text):
+            text += "\n"
+        self.session.send(key, text, eof=args.eof)
 
     @magic_arguments()
     @argument("--all", action="store_true", help="Every task, or every task of that name.")

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 
+from ..agents import AGENT_KINDS
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -42,12 +44,22 @@ def grace_seconds(text: str) -> float:
 
 def task_options(magic: F) -> F:
     """Declare the options of every magic that starts tasks (--idle, --timeout,
-    --grace, --cluster, --quiet) once, as IPython's `script_args` does: used among a
-    magic's @argument lines, it adds them there, in this order."""
+    --grace, --pty, --cols, --rows, --stdin, --agent, --cluster, --quiet) once, as
+    IPython's `script_args` does: used among a magic's @argument lines, it adds them
+    there, in this order."""
     shared = [
         argument("--idle", type=seconds, metavar="SECONDS", help="Silence before IDLE."),
         argument("--timeout", type=seconds, metavar="SECONDS", help="Stop a task after this long."),
         argument("--grace", type=grace_seconds, metavar="SECONDS", help="SIGTERM to SIGKILL."),
+        argument("--pty", action="store_true", help="Run in a terminal (takes input too)."),
+        argument("--cols", type=terminal_size, metavar="N", help="The terminal's width (120)."),
+        argument("--rows", type=terminal_size, metavar="N", help="The terminal's height (30)."),
+        argument("--stdin", action="store_true", help="Take input (%%oneshot_send) on a pipe."),
+        argument(
+            "--agent",
+            choices=AGENT_KINDS,
+            help="Show an agent CLI's JSON stream as progress: auto, claude, gemini, codex.",
+        ),
         argument(
             "--cluster",
             metavar="SPEC",
@@ -61,10 +73,38 @@ def task_options(magic: F) -> F:
     return magic
 
 
-def timing_options(args: argparse.Namespace) -> dict[str, float]:
-    """The engine's names for the --idle, --timeout and --grace that were given."""
-    given = {"idle_after": args.idle, "timeout": args.timeout, "grace": args.grace}
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The task options of `task_options` that were given, by the engine's names."""
+    if (args.cols is not None or args.rows is not None) and not args.pty:
+        raise UsageError("--cols and --rows size a terminal: give --pty too")
+    if (args.pty or args.stdin) and args.cluster not in (None, "none"):
+        # Said before a cluster is started for a task that could not run on it.
+        raise UsageError(
+            "--pty and --stdin run on this machine only: a Dask worker cannot give a task"
+            " a terminal or input"
+        )
+    given = {
+        "idle_after": args.idle,
+        "timeout": args.timeout,
+        "grace": args.grace,
+        "pty": args.pty or None,
+        "cols": args.cols,
+        "rows": args.rows,
+        "stdin": args.stdin or None,
+        "agent": args.agent,
+    }
     return {key: value for key, value in given.items() if value is not None}
+
+
+def terminal_size(text: str) -> int:
+    """argparse type: a terminal's width or height, 1 to 1000 characters."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected 1 to 1000 characters, got {text!r}")
+    return value
 
 
 def option_names(parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
@@ -152,6 +192,15 @@ def split_command(line: str, parser: argparse.ArgumentParser) -> tuple[list[str]
             )
         else:
             return words, line[start:].strip()
+
+
+def first_word(text: str) -> tuple[str, str]:
+    """The first shell word of `text` (quotes taken away) and the rest, verbatim."""
+    start = _skip_space(text, 0)
+    word, end = _read_word(text, start)
+    if _unclosed(text, start, end):
+        raise UsageError(f"cannot read the arguments: no closing quotation in {text[start:]!r}")
+    return word, text[end:].lstrip()
 
 
 def _skip_space(line: str, pos: int) -> int:

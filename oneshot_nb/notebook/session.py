@@ -268,6 +268,25 @@ class Session:
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
 
+    def send(self, key: str, text: str, eof: bool = False) -> None:
+        """Send `text` to the task with id or name `key` (then end its input with
+        `eof`), on the loop; what is refused is one UsageError line."""
+        orchestrator = self.orchestrator
+
+        def send() -> None:
+            task = orchestrator.get(key)
+            if text:
+                task.send(text)
+            if eof:
+                task.close_stdin()
+
+        try:
+            self.call(send)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+        except (TypeError, ValueError, BufferError) as exc:
+            raise UsageError(str(exc)) from None
+
     # -- the history --------------------------------------------------------------------
 
     def open_history(self) -> None:

@@ -60,9 +60,29 @@ class Group(Protocol):
         """Whether any process of the group still runs (a zombie does not)."""
 
 
+class Input(Protocol):
+    """A command's input, for a task started with `pty` or `stdin` (a handle's optional
+    `stdin`; None or absent: its stdin is closed)."""
+
+    closed: bool  # nothing more can be sent (closed by us, or by the command)
+    error: str | None  # why the command's input ended, when it ended it
+
+    def send(self, data: bytes) -> None:
+        """Write `data` now or as soon as the command reads, without blocking. Raises
+        once the input is closed; BufferError when too much would wait unread."""
+
+    def close(self) -> None:
+        """End the input once what was sent is written (a terminal: its EOF character)."""
+
+
 class Handle(Protocol):
     """A command a runner started. Its streams end when every process holding them has
-    closed them, which may be long after the command itself has exited."""
+    closed them, which may be long after the command itself has exited.
+
+    Optional parts: `stdin` (an `Input`, for a task that takes input), and
+    `waiting_for_input()` (True when the command is blocked reading its input, None
+    where the system cannot tell), which an IDLE task asks to say why it is silent.
+    """
 
     pid: int | None
     stdout: ByteReceiveStream
@@ -97,12 +117,16 @@ class Runner(Protocol):
     """A place to run commands."""
 
     name: str  # recorded in the history, and how recovery finds the runner of a task
+    # Optional: what a task may ask of it beyond pipes, of "pty" (a terminal) and "stdin"
+    # (a pipe to send input through); a task asking for another is refused at submit.
+    # features: frozenset[str]
 
     async def start(
         self, command: Command, cwd: str | None, env: Mapping[str, str], options: TaskOptions
     ) -> Handle:
-        """Start `command` in `cwd` with `env` as its whole environment, stdin closed,
-        in a process group of its own. OSError or ValueError when it cannot start."""
+        """Start `command` in `cwd` with `env` as its whole environment, stdin closed
+        (unless `options` asks for a pty or stdin, and the runner has that feature), in
+        a process group of its own. OSError or ValueError when it cannot start."""
         ...
 
     def settle(self, orphans: Sequence[Orphan]) -> list[Orphan]:

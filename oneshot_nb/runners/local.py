@@ -6,13 +6,22 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
 from . import procfs
 from .base import Command, Orphan, Place
 from .pipes import PipeStream
+from .stdin import InputPipe
+from .terminal import (
+    TERM,
+    NoStream,
+    TerminalStream,
+    foreground_group,
+    open_terminal,
+    take_terminal,
+)
 from .terminate import ProcessGroup, end_groups_now
 
 HOST = os.uname().nodename
@@ -25,11 +34,14 @@ class LocalRunner:
 
     name = "local"
     host = HOST
+    features = frozenset({"pty", "stdin"})  # what options a task may ask of it
 
     async def start(
         self, command: Command, cwd: str | None, env: Mapping[str, str], options: Any = None
     ) -> Child:
-        return await spawn(command, cwd, env)
+        if getattr(options, "pty", False):
+            return spawn_in_terminal(command, cwd, env, options.cols, options.rows)
+        return await spawn(command, cwd, env, stdin=getattr(options, "stdin", False))
 
     def settle(self, orphans: Sequence[Orphan]) -> list[Orphan]:
         """End what still runs of the orphans of this host (the termination policy,
@@ -97,12 +109,19 @@ class Child:
     """
 
     def __init__(
-        self, popen: subprocess.Popen[bytes], stdout: PipeStream, stderr: PipeStream
+        self,
+        popen: subprocess.Popen[bytes],
+        stdout: PipeStream | TerminalStream,
+        stderr: PipeStream | NoStream,
+        stdin: InputPipe | None = None,
+        input_file: str | None = None,
     ) -> None:
         self._popen = popen
         self.pid = popen.pid
         self.stdout = stdout
         self.stderr = stderr
+        self.stdin = stdin  # None: its stdin is closed
+        self._input_file = input_file  # its input as /proc/PID/fd links name it
         self.returncode: int | None = None
         self.group = ProcessGroup(popen.pid)
         self._place: Place | None = None
@@ -118,6 +137,19 @@ class Child:
             # None, and recovery could not tell it from a later process with its pid.
             self._place = Place("local", HOST, self.pid, procfs.start_time(self.pid))
         return self._place
+
+    def waiting_for_input(self) -> bool | None:
+        """Whether the command is blocked reading its input: a process of the group the
+        terminal runs in the foreground (of its own group, for a pipe) in a read of it.
+        None where the system cannot tell."""
+        if self.stdin is None or self._input_file is None:
+            return False
+        group: int | None = self.pid
+        if isinstance(self.stdout, TerminalStream) and self.stdout.fd >= 0:
+            group = foreground_group(self.stdout.fd)
+        if group is None:
+            return None
+        return procfs.waiting_for_input(group, self._input_file)
 
     async def wait(self) -> int:
         """Wait for the process to exit and reap it; return its exit code (negative:
@@ -148,6 +180,8 @@ class Child:
     async def aclose(self) -> None:
         """Close the pipes, then wait for the process to exit."""
         with anyio.CancelScope(shield=True):
+            if self.stdin is not None:
+                self.stdin.abort()
             await self.stdout.aclose()
             await self.stderr.aclose()
         await self.wait()
@@ -158,8 +192,10 @@ async def spawn(
     cwd: str | None,
     env: Mapping[str, str] | None,
     pipe_size: int | None = None,
+    stdin: bool = False,
 ) -> Child:
-    """Start `command` with stdin closed, stdout and stderr piped, in a new session.
+    """Start `command` with stdin closed (a pipe with `stdin`), stdout and stderr piped,
+    in a new session.
 
     A new session makes the process the leader of its own group, so one signal reaches
     every process the command starts; closed stdin makes a command that reads input see
@@ -170,33 +206,91 @@ async def spawn(
     Spawning blocks the loop
     for as long as fork and exec take, as asyncio's does.
     """
-    out_read, out_write = os.pipe()
-    try:
-        err_read, err_write = os.pipe()
-    except OSError:
-        os.close(out_read)
-        os.close(out_write)
-        raise
-    stdout = PipeStream(out_read, pipe_size)  # sized before use
-    stderr = PipeStream(err_read, pipe_size)
-    try:
+    with contextlib.ExitStack() as ours, contextlib.ExitStack() as theirs:
+        # The child has its own copies of its ends (`theirs`), closed here whatever
+        # happens: ours would keep the pipes from ever ending. Our ends (`ours`) are
+        # closed only if it cannot start.
+        out_read = _pipe(theirs)
+        stdout = PipeStream(out_read.ours, pipe_size)  # sized before use
+        ours.callback(stdout.close)
+        err_read = _pipe(theirs)
+        stderr = PipeStream(err_read.ours, pipe_size)
+        ours.callback(stderr.close)
+        in_write = _pipe(theirs, child_reads=True) if stdin else None
+        if in_write is not None:
+            ours.callback(os.close, in_write.ours)
         popen = subprocess.Popen(
             command if isinstance(command, str) else list(command),
             shell=isinstance(command, str),
-            stdin=subprocess.DEVNULL,
-            stdout=out_write,
-            stderr=err_write,
+            stdin=subprocess.DEVNULL if in_write is None else in_write.theirs,
+            stdout=out_read.theirs,
+            stderr=err_read.theirs,
             cwd=cwd,
             env=env,
             start_new_session=True,
         )
+        ours.pop_all()
+    if in_write is None:
+        return Child(popen, stdout, stderr)
+    return Child(popen, stdout, stderr, InputPipe(in_write.ours), _fd_link(in_write.ours))
+
+
+class _Ends(NamedTuple):
+    ours: int
+    theirs: int
+
+
+def _pipe(theirs: contextlib.ExitStack, child_reads: bool = False) -> _Ends:
+    """A pipe: our end, and the child's (the write end, or the read end when it reads),
+    which `theirs` closes."""
+    read, write = os.pipe()
+    ends = _Ends(write, read) if child_reads else _Ends(read, write)
+    theirs.callback(os.close, ends.theirs)
+    return ends
+
+
+def spawn_in_terminal(
+    command: Command, cwd: str | None, env: Mapping[str, str] | None, cols: int, rows: int
+) -> Child:
+    """Start `command` in a new session whose controlling terminal is a new pty of
+    `cols` x `rows`: its stdin, stdout and stderr; TERM says what it is.
+
+    The terminal's session is the command's group: a stop reaches every process in it,
+    and when the command exits the terminal sends SIGHUP to what it left in the
+    foreground, as a closed terminal window does.
+    """
+    master, slave = open_terminal(cols, rows)
+    writer = -1
+    try:
+        slave_name = os.ttyname(slave)
+        writer = os.dup(master)
+        environment = dict(os.environ if env is None else env, TERM=TERM)
+        popen = subprocess.Popen(
+            command if isinstance(command, str) else list(command),
+            shell=isinstance(command, str),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=cwd,
+            env=environment,
+            start_new_session=True,
+            preexec_fn=take_terminal,  # after setsid, before exec
+        )
     except BaseException:
-        stdout.close()
-        stderr.close()
+        os.close(master)
+        if writer >= 0:
+            os.close(writer)
         raise
     finally:
-        # The child has its own copies of the write ends; ours would keep the pipes
-        # from ever ending.
-        os.close(out_write)
-        os.close(err_write)
-    return Child(popen, stdout, stderr)
+        os.close(slave)  # or the terminal would never end: we would hold it open
+    return Child(
+        popen, TerminalStream(master), NoStream(), InputPipe(writer, terminal=True), slave_name
+    )
+
+
+def _fd_link(fd: int) -> str | None:
+    """What /proc/PID/fd/N reads for `fd` in any process that has it ('pipe:[123]')."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None

@@ -69,3 +69,59 @@ def running_groups(fresh: bool = False) -> frozenset[int] | None:
                 groups.add(int(fields[2]))
     _scan = (now, frozenset(groups))
     return _scan[1]
+
+
+# The system calls that read a file descriptor (read, pread64, readv), by machine: a
+# process blocked in one of them on a task's input is waiting for input.
+_READ_CALLS = {"x86_64": {0, 17, 19}, "aarch64": {63, 65, 67}}.get(os.uname().machine)
+# Where a process sleeps while it reads a terminal or a pipe, for machines whose system
+# call numbers are not known here.
+_READ_WAITS = {"n_tty_read", "wait_woken", "pipe_read", "anon_pipe_read", "pipe_wait"}
+
+
+def members(group: int) -> list[int]:
+    """The live processes of process group `group` (zombies left out)."""
+    if not HAS_PROC:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = _stat(int(entry))
+            except (OSError, ValueError):
+                continue
+            if int(fields[2]) == group and fields[0] not in (b"Z", b"X"):
+                found.append(int(entry))
+    return found
+
+
+def reading(pid: int, target: str) -> bool | None:
+    """Whether `pid` is blocked reading the file `target` (as /proc/PID/fd/N links read:
+    '/dev/pts/3', 'pipe:[123]'); None where the system does not tell."""
+    try:
+        if _stat(pid)[0] != b"S":
+            return False
+        with open(f"/proc/{pid}/syscall") as f:
+            call = f.read().split()
+        if call and call[0] == "running":
+            return False
+        if _READ_CALLS is not None and call:
+            if int(call[0]) not in _READ_CALLS:
+                return False
+            return os.readlink(f"/proc/{pid}/fd/{int(call[1], 16)}") == target
+        with open(f"/proc/{pid}/wchan") as f:
+            waits = f.read().strip() in _READ_WAITS
+        return waits and os.readlink(f"/proc/{pid}/fd/0") == target
+    except FileNotFoundError:  # it has just exited
+        return False
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def waiting_for_input(group: int, target: str) -> bool | None:
+    """Whether a process of `group` is blocked reading `target`; None where the system
+    cannot tell (no /proc, /proc/PID/syscall not readable)."""
+    answers = [reading(pid, target) for pid in members(group)]
+    if any(answers):
+        return True
+    return None if not answers or None in answers else False

@@ -55,6 +55,12 @@ SCHEMA = [
     UPDATE tasks SET runner = 'local',
         host = (SELECT sessions.host FROM sessions WHERE sessions.id = tasks.session);
     """,
+    # version 4: whether the task ran in a terminal (its input, stream 'stdin', is then
+    # echoed in its output), and an agent CLI's summary as JSON (NULL for other tasks)
+    """
+    ALTER TABLE tasks ADD COLUMN pty INTEGER;
+    ALTER TABLE tasks ADD COLUMN agent TEXT;
+    """,
 ]
 
 # What a failed write means (primary SQLite result codes). Transient: wait and write

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..agents import AgentSummary
 from ..engine.machine import TaskState
 from .database import (
     BUSY_TIMEOUT_MS,
@@ -78,6 +79,10 @@ class TaskRecord:
     # Where it ran: the runner's name ("local", "dask") and the host or worker address.
     runner: str = "local"
     host: str | None = None
+    # Whether it ran in a terminal (its input is echoed in its output), and what an
+    # agent CLI's stream said of its progress (None for other tasks).
+    pty: bool = False
+    agent: AgentSummary | None = None
 
     @property
     def redacted_env(self) -> list[str]:
@@ -98,17 +103,24 @@ class TaskRecord:
 
     @_reads
     def read_log(self, stream: str | None = None) -> bytes:
-        """The task's whole output as written: one stream ("stdout" or "stderr"), or
-        both in the order they arrived."""
+        """The task's whole log as written: one stream ("stdout", "stderr", or "stdin":
+        the input it was sent), or all of them in the order they came, as the session
+        happened. A terminal echoes its input in its output, so a pty task's log leaves
+        its "stdin" out (read it on its own)."""
         if stream is not None and not isinstance(stream, str):
             raise TypeError(f"stream must be a str or None, got {type(stream).__name__}")
-        if stream not in (None, "stdout", "stderr"):
-            raise ValueError(f"stream must be 'stdout', 'stderr' or None, got {stream!r}")
+        if stream not in (None, "stdout", "stderr", "stdin"):
+            raise ValueError(
+                f"stream must be 'stdout', 'stderr', 'stdin' or None, got {stream!r:.40}"
+            )
         _flush_if_active(self.path)
         db = open_file(self.path)
         try:
             if stream is None:
-                rows = db.execute("SELECT data FROM chunks WHERE task = ? ORDER BY seq", (self.id,))
+                rows = db.execute(
+                    f"SELECT data FROM chunks WHERE task = ?{self._echoed} ORDER BY seq",
+                    (self.id,),
+                )
             else:
                 rows = db.execute(
                     "SELECT data FROM chunks WHERE task = ? AND stream = ? ORDER BY seq",
@@ -117,6 +129,11 @@ class TaskRecord:
             return b"".join(row[0] for row in rows)
         finally:
             db.close()
+
+    @property
+    def _echoed(self) -> str:
+        """The condition that leaves a terminal's input out of its log (see read_log)."""
+        return " AND stream != 'stdin'" if self.pty else ""
 
     @_reads
     def read_chunks(self, last_bytes: int | None = None) -> tuple[list[tuple[str, bytes]], bool]:
@@ -129,7 +146,8 @@ class TaskRecord:
         db = open_file(self.path)
         try:
             rows = db.execute(
-                "SELECT stream, data FROM chunks WHERE task = ? ORDER BY seq DESC", (self.id,)
+                f"SELECT stream, data FROM chunks WHERE task = ?{self._echoed} ORDER BY seq DESC",
+                (self.id,),
             )
             kept: list[tuple[str, bytes]] = []
             size = 0
@@ -295,7 +313,21 @@ def _read_row(row: Any, path: str) -> TaskRecord:
         redacted=json.loads(row["redacted"]) if "redacted" in keys and row["redacted"] else None,
         runner=from_sql(row["runner"]) or "local" if "runner" in keys else "local",
         host=from_sql(row["host"]) if "host" in keys else None,
+        pty=bool(row["pty"]) if "pty" in keys else False,
+        agent=_agent(row["agent"]) if "agent" in keys else None,
     )
+
+
+def _agent(value: Any) -> AgentSummary | None:
+    """An agent's summary as stored; None for none, and for one that cannot be read
+    (the rest of the task still can)."""
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+    except (ValueError, TypeError):
+        return None
+    return AgentSummary.from_dict(data) if isinstance(data, dict) else None
 
 
 def _path(path: str | os.PathLike[str] | None) -> str:

@@ -25,15 +25,16 @@ INSERT_TRANSITION = "INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?)"
 UPSERT_TASK = """
 INSERT INTO tasks (
     id, session, name, command, argv, cwd, env, created_at, started_at, ended_at,
-    state, returncode, reason, error, pid, pid_start, grace, redacted, runner, host)
+    state, returncode, reason, error, pid, pid_start, grace, redacted, runner, host, pty, agent)
 VALUES (
     :id, :session, :name, :command, :argv, :cwd, :env, :created_at, :started_at, :ended_at,
-    :state, :returncode, :reason, :error, :pid, :pid_start, :grace, :redacted, :runner, :host)
+    :state, :returncode, :reason, :error, :pid, :pid_start, :grace, :redacted, :runner, :host,
+    :pty, :agent)
 ON CONFLICT (id) DO UPDATE SET
     started_at = excluded.started_at, ended_at = excluded.ended_at, state = excluded.state,
     returncode = excluded.returncode, reason = excluded.reason, error = excluded.error,
     pid = excluded.pid, pid_start = coalesce(excluded.pid_start, tasks.pid_start),
-    host = coalesce(excluded.host, tasks.host)
+    host = coalesce(excluded.host, tasks.host), agent = coalesce(excluded.agent, tasks.agent)
 """
 SQL = {"chunk": INSERT_CHUNK, "task": UPSERT_TASK, "transition": INSERT_TRANSITION}
 
@@ -83,6 +84,8 @@ def task_row(task: OneshotTask, session: str) -> dict[str, Any]:
         "redacted": json.dumps(lost),
         "runner": task.runner.name,
         "host": None,
+        "pty": int(task.options.pty),
+        "agent": None if task.agent is None else json.dumps(task.agent.to_dict()),
     }
 
 

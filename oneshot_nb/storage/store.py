@@ -48,6 +48,7 @@ HIGH_WATER = 32 << 20
 # While paused, at most this many chunks wait too: each costs a couple of hundred bytes
 # of bookkeeping whatever its size, and a chatty task writes many small ones.
 FAULT_CHUNKS = 65_536
+AGENT_SAVE_INTERVAL = 2.0  # seconds between two saves of a running agent's summary
 
 
 class Store:
@@ -72,6 +73,7 @@ class Store:
         self._bytes_in = 0
         self._chunks_in = 0
         self._seq: dict[str, int] = {}
+        self._agent_saved: dict[str, float] = {}
         self._put = 0
         self._batch: list[tuple[Any, ...]] = []
         self._batch_bytes = 0
@@ -137,7 +139,16 @@ class Store:
                     row["pid_start"], row["host"] = place.start, place.host
             self._enqueue(("transition", task.id, event, row))
         elif event.kind in ("submitted", "settled"):  # settled: the exit code is known
+            if event.kind == "settled":
+                self._agent_saved.pop(task.id, None)
             self._enqueue(("task", task_row(task, self.session)))
+        elif event.kind == "agent":
+            # An agent's summary is saved as it goes, not only at its end, so that a
+            # kernel that dies leaves it; at most every AGENT_SAVE_INTERVAL per task.
+            saved = self._agent_saved.get(task.id)
+            if saved is None or event.time - saved >= AGENT_SAVE_INTERVAL:
+                self._agent_saved[task.id] = event.time
+                self._enqueue(("task", task_row(task, self.session)))
 
     def attach(self, orchestrator: AsyncOrchestrator) -> None:
         """Record every task of `orchestrator`, and slow its tasks when the disk lags."""

@@ -253,7 +253,7 @@ def test_a_version_2_file_is_migrated_and_its_dead_kernels_task_is_recovered(tmp
     old.close()
     store = Store(path)
     try:
-        assert query(path, "PRAGMA user_version") == [(3,)]
+        assert query(path, "PRAGMA user_version") == [(len(SCHEMA),)]
         assert query(path, "SELECT id, state, runner, host FROM tasks") == [
             ("t1", "RUNNING", "local", HOST)
         ]

@@ -53,7 +53,7 @@ def test_a_new_database_is_wal_with_a_busy_timeout_at_the_newest_schema_version(
     try:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("PRAGMA busy_timeout").fetchone() == (BUSY_TIMEOUT_MS,)
-        assert db.execute("PRAGMA user_version").fetchone() == (3,) == (len(SCHEMA),)
+        assert db.execute("PRAGMA user_version").fetchone() == (4,) == (len(SCHEMA),)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"sessions", "tasks", "transitions", "chunks"}
     finally:
@@ -79,7 +79,7 @@ def test_reopening_a_database_keeps_its_version_and_its_rows(tmp_path):
     path = str(tmp_path / "history.sqlite3")
     Store(path).close()
     Store(path).close()
-    assert query(path, "PRAGMA user_version") == [(3,)]
+    assert query(path, "PRAGMA user_version") == [(len(SCHEMA),)]
     assert query(path, "SELECT count(*) FROM sessions") == [(2,)]
 
 
@@ -103,7 +103,7 @@ def test_a_version_1_file_is_migrated_to_the_newest_and_keeps_its_rows(tmp_path)
     old.execute("INSERT INTO chunks VALUES ('t1', 0, 'stdout', 2, ?)", (b"kept\n",))
     old.close()
     Store(path).close()
-    assert query(path, "PRAGMA user_version") == [(3,)]
+    assert query(path, "PRAGMA user_version") == [(len(SCHEMA),)]
     assert query(path, "SELECT id, redacted, runner, host FROM tasks") == [
         ("t1", None, "local", "host")
     ]
@@ -119,12 +119,15 @@ def test_a_database_of_a_newer_schema_is_refused_with_a_clear_error(tmp_path):
     saying so, and is left as it was."""
     path = str(tmp_path / "history.sqlite3")
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 4")
+    newer = len(SCHEMA) + 1
+    db.execute(f"PRAGMA user_version = {newer}")
     db.close()
     for open_it in (connect, Store):
-        with pytest.raises(StoreError, match=r"schema version 4, newer than .* knows \(3\)"):
+        with pytest.raises(
+            StoreError, match=rf"schema version {newer}, newer than .* knows \({len(SCHEMA)}\)"
+        ):
             open_it(path)
-    assert query(path, "PRAGMA user_version") == [(4,)]
+    assert query(path, "PRAGMA user_version") == [(newer,)]
     assert query(path, "SELECT name FROM sqlite_master") == []
 
 

@@ -28,7 +28,7 @@ from helpers.dask import (
 )
 from helpers.processes import group_gone, kill_group, process_gone
 
-from oneshot_nb import AsyncOrchestrator, TaskEvent, TaskState
+from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
 from oneshot_nb.runners import LocalRunner
 from oneshot_nb.runners.dask import DaskRunner
 
@@ -500,3 +500,27 @@ def test_a_bad_timeout_is_one_line_error(timeout: object) -> None:
         DaskRunner("tcp://127.0.0.1:1", timeout=timeout)  # type: ignore[arg-type]
     message = str(caught.value)
     assert "timeout" in message and "\n" not in message
+
+
+def test_a_pty_or_stdin_task_is_refused_in_one_line_before_it_is_sent(
+    shared_runner: DaskRunner,
+) -> None:
+    """A worker gives a command neither a terminal nor input: said at submit, not as a
+    task that fails on the worker."""
+    for options, asked in (({"pty": True}, "pty=True"), ({"stdin": True}, "stdin=True")):
+        with pytest.raises(ValueError, match=f"the 'dask' runner cannot run a task with {asked}"):
+            OneshotTask("true", runner=shared_runner, **options)
+
+
+async def test_an_agent_runs_on_a_worker_with_its_progress_read_here(
+    shared_runner: DaskRunner,
+) -> None:
+    """The agent's stream is read in the kernel, as any output: the summary needs
+    nothing of the worker."""
+    fake = str(Path(__file__).parents[2] / "agents" / "fake_agent.py")
+    task = OneshotTask(
+        ["python3", fake, "codex", "ok", "--delay", "0"], agent="auto", runner=shared_runner
+    )
+    assert await task.run() is TaskState.COMPLETED
+    assert task.agent is not None and task.agent.kind == "codex"
+    assert task.agent.tool_calls == 3

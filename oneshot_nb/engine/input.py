@@ -1,0 +1,149 @@
+"""Input to a running task: `send` and `close_stdin`, and whether it waits for input.
+
+A mixin of `OneshotTask`, working on its state. A task takes input when it was started
+with `pty` (a terminal) or `stdin` (a pipe); every other command keeps a closed stdin,
+so that one that waits for input never hangs silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+
+from .events import TaskEvent, notify
+
+logger = logging.getLogger("oneshot_nb")
+
+# The IDLE reason of a task whose command is blocked reading its input.
+WAITING_FOR_INPUT = "waiting for input"
+
+
+class Input:
+    """Sending input to the command (see OneshotTask for the state used)."""
+
+    @property
+    def takes_input(self) -> bool:
+        """Whether the task was started to take input (`pty` or `stdin`)."""
+        return self.options.pty or self.options.stdin
+
+    @property
+    def accepts_input(self) -> bool:
+        """Whether `send` may be called now: the task takes input, has not ended, and
+        its input has not been closed (by `close_stdin`, or by the command)."""
+        if not self.takes_input or self.state.is_final or self._early_close:
+            return False
+        stdin = getattr(self._process, "stdin", None)
+        return stdin is None or not stdin.closed
+
+    def send(self, data: str | bytes) -> None:
+        """Write `data` (text is sent as UTF-8) to the command's input, now or as soon
+        as it reads; before the command has started, once it has.
+
+        Recorded in the history as the task's `stdin` stream. Raises ValueError, and
+        sends nothing, when the task does not take input (start it with `pty` or
+        `stdin`), has ended, or its input is closed; BufferError when more than 1 MiB
+        sent before is still unread.
+        """
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        elif isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        elif not isinstance(data, bytes):
+            raise TypeError(f"send() takes str or bytes, got {type(data).__name__}")
+        self._check_input("send to")
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            # As stop() does: the loop owns the fd and the listeners.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._send_now, data)
+            return
+        self._send_now(data)
+
+    def close_stdin(self) -> None:
+        """End the command's input once what was sent is written (a terminal gets its
+        end-of-file character, as after Ctrl-D). Idempotent; ValueError when the task
+        does not take input."""
+        if not self.takes_input:
+            raise ValueError(self._no_input())
+        if self.state.is_final or self._early_close:
+            return
+        self._early_close = True
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._close_now)
+            return
+        self._close_now()
+
+    # -- on the loop --------------------------------------------------------------------
+
+    def _send_now(self, data: bytes) -> None:
+        if not data:
+            return
+        stdin = getattr(self._process, "stdin", None)
+        if stdin is None:
+            self._early_input += data
+        else:
+            try:
+                stdin.send(data)
+            except BufferError:
+                raise
+            except Exception as exc:  # the command closed its input
+                raise ValueError(f"cannot send to task {self.id}: {exc}") from None
+        self.bytes_sent += len(data)
+        if not self.options.pty:  # a terminal echoes what it is sent: it is in the output
+            self._log.append("stdin", data)
+        if self.listeners:
+            text = data.decode("utf-8", "replace")
+            notify(
+                self.listeners,
+                TaskEvent(self.id, "output", time.time(), stream="stdin", data=data, text=text),
+            )
+
+    def _close_now(self) -> None:
+        stdin = getattr(self._process, "stdin", None)
+        if stdin is not None:
+            stdin.close()
+
+    def _input_started(self) -> None:
+        """Once the command runs: write what was sent before, close if asked."""
+        stdin = getattr(self._process, "stdin", None)
+        if stdin is None:
+            return
+        early, self._early_input = bytes(self._early_input), bytearray()
+        if early:
+            try:
+                stdin.send(early)
+            except Exception as exc:
+                logger.warning("oneshot_nb: task %s: input sent early was lost: %s", self.id, exc)
+        if self._early_close:
+            stdin.close()
+
+    def _check_input(self, doing: str) -> None:
+        if not self.takes_input:
+            raise ValueError(self._no_input())
+        if self.state.is_final:
+            raise ValueError(f"cannot {doing} task {self.id}: it has ended ({self.state.value})")
+        if not self.accepts_input:
+            stdin = getattr(self._process, "stdin", None)
+            why = getattr(stdin, "error", None) or "its input was closed"
+            raise ValueError(f"cannot {doing} task {self.id}: {why}")
+
+    def _no_input(self) -> str:
+        return (
+            f"task {self.id} does not take input: start it with pty=True or stdin=True"
+            " (%oneshot --pty or --stdin)"
+        )
+
+    def _waits_for_input(self) -> bool:
+        """Whether the command is blocked reading its input, as far as the system says."""
+        if not self.takes_input:
+            return False
+        probe = getattr(self._process, "waiting_for_input", None)
+        if probe is None:
+            return False
+        try:
+            return probe() is True
+        except Exception:  # a runner's fault: plain IDLE
+            logger.exception("oneshot_nb: task %s: does it wait for input?", self.id)
+            return False

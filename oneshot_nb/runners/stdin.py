@@ -1,0 +1,128 @@
+"""Input to a running command: what `task.send` writes, without blocking the loop.
+
+A command reads its input when it wants to, and may never: what it has not read yet
+waits here (at most INPUT_LIMIT bytes), and the loop writes it as the pipe or terminal
+takes it, from a writer callback rather than a task, so that `send` stays synchronous
+(a button's callback calls it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import termios
+
+# What may wait for a command that does not read: more is refused, not queued for ever.
+INPUT_LIMIT = 1 << 20
+
+
+class InputClosed(Exception):
+    """Raised by `send` once the input is closed: by `close`, or by the command."""
+
+
+class InputPipe:
+    """The write end of a command's stdin (a pipe), or the master of its terminal.
+
+    `send` writes what the fd takes at once and keeps the rest for the loop to write
+    when it can; `close` ends the input once what waits is written: the pipe is closed,
+    or a terminal is sent its end-of-file character (the command reads an empty line,
+    as after Ctrl-D). The fd is this object's own (a terminal's master is dup'ed).
+    """
+
+    def __init__(self, fd: int, terminal: bool = False) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._terminal = terminal
+        self._waiting = bytearray()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False  # close() was called: no more sends
+        self.closed = False  # nothing more will be written
+        self.error: str | None = None  # why the command's input ended, if it ended it
+        self._last = b"\n"  # the last byte sent, for a terminal's end of file
+
+    @property
+    def pending(self) -> int:
+        """Bytes sent and not yet taken by the pipe or terminal."""
+        return len(self._waiting)
+
+    def send(self, data: bytes) -> None:
+        """Write `data` to the command's input, now or as soon as it reads. InputClosed
+        once the input is closed; BufferError when more than INPUT_LIMIT would wait."""
+        if self.closed or self._closing:
+            raise InputClosed(self.error or "its input is closed")
+        if not data:
+            return
+        if len(self._waiting) + len(data) > INPUT_LIMIT:
+            raise BufferError(
+                f"the command has not read {len(self._waiting)} bytes sent before;"
+                f" at most {INPUT_LIMIT >> 10} KiB may wait"
+            )
+        self._last = data[-1:]
+        self._waiting += data
+        self._write()
+        if self.closed and self.error is not None:
+            raise InputClosed(self.error)  # it could not be written: not sent
+
+    def close(self) -> None:
+        """End the input once what waits is written. Idempotent."""
+        if self.closed or self._closing:
+            return
+        self._closing = True
+        if self._terminal:
+            # An end of file is the EOF character at the start of a line: after text
+            # without a newline, the first one ends that line and the second the input.
+            eof = bytes([termios.tcgetattr(self._fd)[6][termios.VEOF][0]])
+            self._waiting += eof if self._last == b"\n" else eof * 2
+        self._write()
+
+    def _write(self) -> None:
+        while self._waiting and not self.closed:
+            try:
+                written = os.write(self._fd, self._waiting)
+            except BlockingIOError:
+                self._watch(True)
+                return
+            except OSError as exc:
+                # EPIPE: every reader closed the pipe; EIO: the terminal has no process.
+                reason = (
+                    "the command closed its input"
+                    if exc.errno in (errno.EPIPE, errno.EIO)
+                    else str(exc)
+                )
+                self._finish(reason)
+                return
+            del self._waiting[:written]
+        self._watch(False)
+        if self._closing and not self.closed:
+            self._finish(None)
+
+    def _watch(self, on: bool) -> None:
+        """Have the loop call back when the fd takes more, or stop it."""
+        if on and self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_writer(self._fd, self._write)
+        elif not on and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self._loop.remove_writer(self._fd)
+            self._loop = None
+
+    def _finish(self, error: str | None) -> None:
+        self._watch(False)
+        self.closed = True
+        self.error = error or self.error
+        self._waiting.clear()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def abort(self) -> None:
+        """Close at once, dropping what waits (the command has ended)."""
+        if not self.closed:
+            self._finish(self.error)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._fd >= 0:
+                os.close(self._fd)
