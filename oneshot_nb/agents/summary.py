@@ -78,10 +78,10 @@ class AgentSummary:
             parts.append(f"“{message}”")
         tokens = as_count(self.tokens)
         if tokens is not None:
-            parts.append(_tokens(tokens))
+            parts.append(tokens_text(tokens))
         cost = as_amount(self.cost_usd)
         if cost is not None:
-            parts.append(f"${cost:.4f}" if cost < 1 else f"${cost:.2f}")
+            parts.append(cost_text(cost))
         return " · ".join(part for part in parts if part)
 
     def to_dict(self) -> dict:
@@ -127,7 +127,7 @@ def _outcome(result: AgentResult | None, error: object) -> str | None:
         return f"✗ error: {message}" if message else "✗ error"
     if isinstance(result, AgentResult):
         duration = as_amount(result.duration_s)
-        return f"✓ done in {_duration(duration)}" if duration is not None else "✓ done"
+        return f"✓ done in {duration_text(duration)}" if duration is not None else "✓ done"
     return None
 
 
@@ -135,7 +135,11 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _tokens(count: int) -> str:
+# How a summary says its figures; the views and tables say them the same way.
+
+
+def tokens_text(count: int) -> str:
+    """ "950 tokens", "12.3k tokens", "1.2M tokens"."""
     if count < 1000:
         return _plural(count, "token")
     if count < 999_950:  # 999,950 would round up to "1000.0k"
@@ -143,11 +147,16 @@ def _tokens(count: int) -> str:
     return f"{count / 1_000_000:.1f}M tokens"
 
 
-def _duration(seconds: float) -> str:
+def cost_text(cost_usd: float) -> str:
+    """ "$0.0412" below a dollar, "$3.10" above."""
+    return f"${cost_usd:.4f}" if cost_usd < 1 else f"${cost_usd:.2f}"
+
+
+def duration_text(seconds: float) -> str:
+    """ "42.1s", "3m12s", "1h02m": as every elapsed time in the views reads."""
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, rest = divmod(int(seconds), 60)
     if minutes < 60:
-        return f"{minutes}m {rest:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+        return f"{minutes}m{rest:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"

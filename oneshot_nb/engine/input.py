@@ -18,6 +18,8 @@ logger = logging.getLogger("oneshot_nb")
 
 # The IDLE reason of a task whose command is blocked reading its input.
 WAITING_FOR_INPUT = "waiting for input"
+# What the history keeps of input sent while the terminal did not echo (a password).
+HIDDEN_INPUT = b"<hidden input>"
 
 
 class Input:
@@ -68,8 +70,8 @@ class Input:
             raise ValueError(self._no_input())
         if self.state.is_final or self._early_close:
             return
-        self._early_close = True
         if self._loop is not None and threading.get_ident() != self._loop_thread:
+            # Handed over after any send from this thread, so that it comes after it.
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._close_now)
             return
@@ -81,6 +83,8 @@ class Input:
         if not data:
             return
         stdin = getattr(self._process, "stdin", None)
+        # Read before writing: the command may turn echo back on once it has the line.
+        hidden = stdin is not None and getattr(stdin, "hidden", False)
         if stdin is None:
             self._early_input += data
         else:
@@ -91,6 +95,10 @@ class Input:
             except Exception as exc:  # the command closed its input
                 raise ValueError(f"cannot send to task {self.id}: {exc}") from None
         self.bytes_sent += len(data)
+        if hidden:
+            # Typed where the terminal does not echo (a password prompt): the history
+            # and the views are told that input went, not what it was.
+            data = HIDDEN_INPUT + (b"\n" if data.endswith(b"\n") else b"")
         if not self.options.pty:  # a terminal echoes what it is sent: it is in the output
             self._log.append("stdin", data)
         if self.listeners:
@@ -99,8 +107,14 @@ class Input:
                 self.listeners,
                 TaskEvent(self.id, "output", time.time(), stream="stdin", data=data, text=text),
             )
+        # Input is activity: an IDLE task (waiting for it, most likely) is RUNNING again,
+        # and says why if it goes quiet once more.
+        self.last_activity = time.monotonic()
+        if self._idle:
+            self.machine.detect_activity()
 
     def _close_now(self) -> None:
+        self._early_close = True
         stdin = getattr(self._process, "stdin", None)
         if stdin is not None:
             stdin.close()

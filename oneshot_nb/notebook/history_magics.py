@@ -68,16 +68,21 @@ class HistoryMagics(Magics):
             display(HistoryTable(found, more, page))
             return
         for r in found[:page]:
-            print(text_row(r.id, r.state, r.name, r.returncode, r.reason, r.error))
+            print(text_row(r.id, r.state, r.name, r.returncode, r.reason, r.error, r.agent))
         if len(found) > page and args.limit is None:
             print(f"(the newest {page}; %oneshot_history --limit N shows more)")
 
     @magic_arguments()
-    @argument("--stream", choices=("stdout", "stderr"), help="Only this stream.")
+    @argument(
+        "--stream",
+        choices=("stdout", "stderr", "stdin"),
+        help="Only this stream (stdin: the input the task was sent).",
+    )
     @argument("task", help="The task's id.")
     @line_magic
     def oneshot_log(self, line: str) -> None:
-        """Print the whole stored log of a task (stdout and stderr in arrival order)."""
+        """Print the whole stored log of a task: stdout, stderr and the input it was sent
+        through a pipe, in arrival order (a terminal's input is in its output already)."""
         args = parse_args(self.oneshot_log, line)
         record = self._record(args.task)
         try:

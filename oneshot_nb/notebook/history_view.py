@@ -13,6 +13,7 @@ from ..engine.output import StreamDecoder
 from ..render.markup import (
     CSS,
     PAGE_SIZE,
+    agent_brief,
     info_span,
     line_html,
     outcome,
@@ -24,29 +25,32 @@ from ..render.markup import (
 from ..render.tail import LogTail
 from ..storage.database import StoreError
 from ..storage.records import TaskRecord, get_record
-from .tables import Row, RowParts
+from .parts import Row, RowParts
 
 # Enough of the newest output for the tail a view shows, with room for long lines.
 TAIL_BYTES = 1 << 20
 
 
 def record_info(record: TaskRecord) -> list[str]:
-    """When it started, how long it ran, its exit code and what the reason adds."""
+    """When it started, how long it ran, its exit code and what the reason adds, and an
+    agent's turns and cost."""
     parts = []
     if record.started_at is not None:
         parts.append(dt.datetime.fromtimestamp(record.started_at).strftime("%Y-%m-%d %H:%M:%S"))
         if record.ended_at is not None:
             parts.append(seconds_text(record.ended_at - record.started_at))
+    brief = agent_brief(record.agent)
     return (
         parts
         + where(record.runner, record.host)
         + outcome(record.returncode, record.reason, record.error)
+        + ([brief] if brief else [])
     )
 
 
 def log_tail(record: TaskRecord) -> tuple[LogTail, bool]:
-    """The tail of a stored log, as a live view would show it, and whether older
-    output was not even read."""
+    """The tail of a stored log, as a live view would show it (a pipe task's input in
+    line with its output), and whether older output was not even read."""
     tail = LogTail()
     decoders: dict[str, StreamDecoder] = {}
     chunks, cut = record.read_chunks(TAIL_BYTES)

@@ -266,4 +266,4 @@ class OneshotMagics(Magics):
         if len(tasks) > page and args.limit is None:
             print(f"({len(tasks) - page} older tasks not shown: %oneshot_tasks --limit N)")
         for t in tasks[-page:]:
-            print(text_row(t.id, t.state, t.name, t.returncode, t.reason, t.error))
+            print(text_row(t.id, t.state, t.name, t.returncode, t.reason, t.error, t.agent))

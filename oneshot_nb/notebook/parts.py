@@ -1,14 +1,21 @@
-"""Widgets that the view of a task and the tables share: the log, a header line, Stop."""
+"""Widgets that the views and the tables share: the log, a header line, Stop, a table
+row's frame, and the line of input to a task that takes it."""
 
 from __future__ import annotations
 
 import contextlib
+import html
 import time
+from typing import Any
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_bool import ToggleButtonStyle
+from ipywidgets.widgets.widget_string import HTMLStyle
 
 from ..engine.events import TaskEvent
+from ..engine.machine import TaskState
 from ..engine.task import OneshotTask
+from ..render.markup import STATE_COLOURS, shortened, waiting_html
 from ..render.tail import LogTail
 from .live import Throttle
 
@@ -17,6 +24,7 @@ from .live import Throttle
 LOG_UPDATE_INTERVAL = 0.2
 NOTE_INTERVAL = 1.0  # how often the "N earlier lines not shown" count moves on
 PENDING_CHARS = 4 << 20  # output a log view holds between two updates, at most
+NOTE_CHARS = 200  # of why a task refused input, shown beside the input box
 
 
 def header(children: list[widgets.Widget], layout: widgets.Layout | None = None) -> widgets.HBox:
@@ -34,6 +42,67 @@ def show_stop(button: widgets.Button, live: bool) -> None:
     with button.hold_sync():
         button.disabled = not live
         button.button_style = "danger" if live else ""
+
+
+class RowParts:
+    """The layouts and styles that every row of one table shares.
+
+    Each widget otherwise brings a layout of its own and often a style, about 1 KB each
+    on the wire: rows that share them open five widgets each instead of thirteen.
+    """
+
+    def __init__(self) -> None:
+        self.row = widgets.Layout()
+        self.line = widgets.Layout(align_items="center", grid_gap="8px")
+        self.text = widgets.Layout()
+        self.stop = widgets.Layout(width="70px")
+        self.log = widgets.Layout(width="60px")
+        self.text_style = HTMLStyle()
+        self.button_style = widgets.ButtonStyle()
+        self.toggle_style = ToggleButtonStyle()
+
+
+class Row(widgets.VBox):
+    """One line of a table, its text (badge, title, info) in one HTML widget beside its
+    buttons, and under it the log once the Log toggle is on."""
+
+    def __init__(self, parts: RowParts, buttons: list[widgets.Widget], log_tooltip: str) -> None:
+        self.text = widgets.HTML(layout=parts.text, style=parts.text_style)
+        self.text.add_class("oneshot-title-box")
+        self.log_button = widgets.ToggleButton(
+            description="Log", tooltip=log_tooltip, layout=parts.log, style=parts.toggle_style
+        )
+        self.log_button.observe(self._toggle_log, "value")
+        self.buttons = [*buttons, self.log_button]
+        self.line = header([self.text, *self.buttons], parts.line)
+        self.log_view: widgets.Widget | None = None
+        super().__init__([self.line], layout=parts.row)
+        self.add_class("oneshot-row")
+
+    def make_log(self) -> widgets.Widget:
+        raise NotImplementedError
+
+    def _toggle_log(self, change: dict) -> None:
+        # Made on opening and closed on shutting, so closed rows cost no traffic.
+        if change["new"]:
+            if self.log_view is None:
+                self.log_view = self.make_log()
+            self.children = (self.line, self.log_view)
+        else:
+            self.children = (self.line,)
+            self._close_log()
+
+    def _close_log(self) -> None:
+        if self.log_view is not None:
+            self.log_view.close()
+            self.log_view = None
+
+    def close(self) -> None:
+        """Close the row's own widgets; the layouts and styles stay for the other rows."""
+        self._close_log()
+        for widget in (*self.buttons, self.text, self.line):
+            widget.close()
+        super().close()
 
 
 class LogView(widgets.VBox):
@@ -63,6 +132,8 @@ class LogView(widgets.VBox):
 
     def _on_event(self, event: TaskEvent) -> None:
         if event.kind == "output" and event.text:
+            if event.stream == "stdin" and self.task.options.pty:
+                return  # a terminal echoes its input: it comes again as stdout
             self._pending.append((event.stream or "stdout", event.text))
             self._pending_chars += len(event.text)
             if self._pending_chars > PENDING_CHARS:
@@ -123,3 +194,80 @@ class LogView(widgets.VBox):
         if note:
             note = f'<span class="oneshot-hidden" style="color:#999">{note}</span>'
         self.note.value = note
+
+
+class InputBar(widgets.HBox):
+    """A line of input to a task that takes it (`pty` or `stdin`): a text box that Enter
+    sends, Send, EOF (end the input), "waiting for input" while the task is IDLE for
+    that reason, and why the task refused the last line. Shown while the task accepts
+    input; `refresh` (the view's update) follows it.
+    """
+
+    def __init__(self, task: OneshotTask) -> None:
+        self.task = task
+        # Enter comes as the box's "submit" message, which ipywidgets 8 still sends.
+        # What it recommends instead of on_submit, continuous_update=False and observing
+        # the value, also fires when the box loses focus: a click anywhere else would
+        # send the half-typed line to the command.
+        self.box = widgets.Text(
+            placeholder="input to the task",
+            layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="10em"),
+        )
+        self.box.on_msg(self._on_msg)
+        self.send_button = widgets.Button(
+            description="Send",
+            tooltip="Send the line and a newline (Enter)",
+            layout=widgets.Layout(width="70px"),
+        )
+        self.send_button.on_click(lambda _: self.send())
+        self.eof_button = widgets.Button(
+            description="EOF",
+            tooltip="End the task's input, as Ctrl-D in a terminal",
+            layout=widgets.Layout(width="60px"),
+        )
+        self.eof_button.on_click(lambda _: self.end_input())
+        self.waiting = widgets.HTML()
+        self.note = widgets.HTML()
+        super().__init__(
+            [self.box, self.send_button, self.eof_button, self.waiting, self.note],
+            layout=widgets.Layout(align_items="center", grid_gap="8px"),
+        )
+        self.add_class("oneshot-input")
+        self.refresh()
+
+    def send(self) -> None:
+        """Send the box's line and a newline (an empty box: the newline alone, for a
+        "press Enter"), and empty the box; when the task refuses, say why beside it.
+        A click has no cell to raise into."""
+        try:
+            self.task.send(self.box.value + "\n")
+        except (ValueError, BufferError) as exc:
+            self._say(str(exc) or type(exc).__name__)
+        else:
+            self.box.value = ""
+            self._say("")
+        self.refresh()
+
+    def end_input(self) -> None:
+        """Close the task's input (its command reads end-of-file once it has read what
+        was sent); the bar then hides."""
+        try:
+            self.task.close_stdin()
+        except ValueError as exc:
+            self._say(str(exc))
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.waiting.value = waiting_html(self.task.state, self.task.reason)
+        self.layout.display = None if self.task.accepts_input else "none"
+
+    def _on_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "submit":
+            self.send()
+
+    def _say(self, text: str) -> None:
+        if text:
+            colour = STATE_COLOURS[TaskState.FAILED]
+            text = html.escape(shortened(" ".join(text.split()), NOTE_CHARS))
+            text = f'<span class="oneshot-input-note" style="color:{colour}">{text}</span>'
+        self.note.value = text

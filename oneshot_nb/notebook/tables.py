@@ -14,11 +14,10 @@ under a steady stream of new tasks. The page moves at most once per PAGE_INTERVA
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Iterable
 
 import ipywidgets as widgets
-from ipywidgets.widgets.widget_bool import ToggleButtonStyle
-from ipywidgets.widgets.widget_string import HTMLStyle
 
 from ..engine.events import TaskEvent
 from ..engine.machine import TaskState
@@ -27,77 +26,19 @@ from ..render.markup import (
     CSS,
     PAGE_SIZE,
     STATE_COLOURS,
+    agent_html,
+    agents_total,
     badge_html,
     info_html,
     line_html,
     title_html,
+    waiting_html,
 )
 from .live import Throttle, _Live, ticker
-from .parts import LogView, header, show_stop
+from .parts import LogView, Row, RowParts, show_stop
 
 TICKING = (TaskState.RUNNING, TaskState.IDLE)  # states whose row shows a moving time
 PAGE_INTERVAL = 1.0  # seconds between two moves of a page that new tasks push on
-
-
-class RowParts:
-    """The layouts and styles that every row of one table shares.
-
-    Each widget otherwise brings a layout of its own and often a style, about 1 KB each
-    on the wire: rows that share them open five widgets each instead of thirteen.
-    """
-
-    def __init__(self) -> None:
-        self.row = widgets.Layout()
-        self.line = widgets.Layout(align_items="center", grid_gap="8px")
-        self.text = widgets.Layout()
-        self.stop = widgets.Layout(width="70px")
-        self.log = widgets.Layout(width="60px")
-        self.text_style = HTMLStyle()
-        self.button_style = widgets.ButtonStyle()
-        self.toggle_style = ToggleButtonStyle()
-
-
-class Row(widgets.VBox):
-    """One line of a table, its text (badge, title, info) in one HTML widget beside its
-    buttons, and under it the log once the Log toggle is on."""
-
-    def __init__(self, parts: RowParts, buttons: list[widgets.Widget], log_tooltip: str) -> None:
-        self.text = widgets.HTML(layout=parts.text, style=parts.text_style)
-        self.text.add_class("oneshot-title-box")
-        self.log_button = widgets.ToggleButton(
-            description="Log", tooltip=log_tooltip, layout=parts.log, style=parts.toggle_style
-        )
-        self.log_button.observe(self._toggle_log, "value")
-        self.buttons = [*buttons, self.log_button]
-        self.line = header([self.text, *self.buttons], parts.line)
-        self.log_view: widgets.Widget | None = None
-        super().__init__([self.line], layout=parts.row)
-        self.add_class("oneshot-row")
-
-    def make_log(self) -> widgets.Widget:
-        raise NotImplementedError
-
-    def _toggle_log(self, change: dict) -> None:
-        # Made on opening and closed on shutting, so closed rows cost no traffic.
-        if change["new"]:
-            if self.log_view is None:
-                self.log_view = self.make_log()
-            self.children = (self.line, self.log_view)
-        else:
-            self.children = (self.line,)
-            self._close_log()
-
-    def _close_log(self) -> None:
-        if self.log_view is not None:
-            self.log_view.close()
-            self.log_view = None
-
-    def close(self) -> None:
-        """Close the row's own widgets; the layouts and styles stay for the other rows."""
-        self._close_log()
-        for widget in (*self.buttons, self.text, self.line):
-            widget.close()
-        super().close()
 
 
 class TaskRow(Row, _Live):
@@ -175,7 +116,11 @@ class TaskRow(Row, _Live):
     def refresh(self) -> None:
         if self._closed:
             return  # its task left the page while its exit code was on the way
-        self.text.value = line_html(badge_html(self.task), self._title, info_html(self.task))
+        task = self.task
+        waiting = waiting_html(task.state, task.reason)
+        line = line_html(badge_html(task), self._title, waiting, info_html(task))
+        # An agent's progress goes under its row, in the same widget: one value per row.
+        self.text.value = line + agent_html(task.agent)
         # A row's Stop stays plain: a column of red buttons would shout over the badges.
         self.stop_button.disabled = self.task.state.is_final
 
@@ -222,6 +167,10 @@ class TaskTable(widgets.VBox):
         self._counts = dict.fromkeys(TaskState, 0)
         for task in self._tasks:
             self._counts[task.state] += 1
+        # Agent tasks, whose tokens and cost the header adds up (again only on a change).
+        self._agents = {task.id: task for task in self._tasks if task.options.agent}
+        self._totals = ""
+        self._totals_stale = bool(self._agents)
         self._rows: dict[str, TaskRow] = {}  # by the id of the task each shows
         self._row_list: list[TaskRow] = []  # in their places, top first
         self._logs: dict[str, LogView] = {}  # open logs, by task id
@@ -268,12 +217,21 @@ class TaskTable(widgets.VBox):
         """A task submitted after the table was made."""
         self._tasks.append(task)
         self._counts[task.state] += 1
+        if task.options.agent:
+            self._agents[task.id] = task
+            self._totals_stale = True
         if self._newest_first or len(self._tasks) <= self._shown:
             self._page_stale = True
             self._page_throttle.poke()
         self._throttle.poke()
 
     def on_event(self, event: TaskEvent) -> None:
+        if event.kind == "agent":  # as often as a line of its output: paced
+            if event.task_id in self._rows:
+                self._dirty.add(event.task_id)
+            self._totals_stale = True
+            self._throttle.poke()
+            return
         if event.kind == "settled":  # a stopped task's exit code is known now
             row = self._rows.get(event.task_id)
             if row is not None:
@@ -348,11 +306,14 @@ class TaskTable(widgets.VBox):
         self._page_stale = False
 
     def _show_counts(self) -> None:
-        self.counts.value = "".join(
-            f'<span class="oneshot-count" data-state="{s.value}" style="margin-right:10px;'
-            f'white-space:nowrap;color:{STATE_COLOURS[s] if n else "#aaa"};font-weight:600">'
-            f"{s.value} {n}</span>"
-            for s, n in self._counts.items()
+        self.counts.value = (
+            "".join(
+                f'<span class="oneshot-count" data-state="{s.value}" style="margin-right:10px;'
+                f'white-space:nowrap;color:{STATE_COLOURS[s] if n else "#aaa"};font-weight:600">'
+                f"{s.value} {n}</span>"
+                for s, n in self._counts.items()
+            )
+            + self._agent_totals()
         )
         total = len(self._tasks)
         finished = total - self.live
@@ -372,3 +333,14 @@ class TaskTable(widgets.VBox):
             self.footer.layout.display = None
         else:
             self.footer.layout.display = "none"
+
+    def _agent_totals(self) -> str:
+        """The tokens and cost of the agent tasks, summed over those that report them."""
+        if self._totals_stale:
+            self._totals_stale = False
+            text = agents_total(t.agent for t in self._agents.values() if t.agent is not None)
+            self._totals = text and (
+                f'<span class="oneshot-totals" style="color:#555;white-space:nowrap">'
+                f"{html.escape(text)}</span>"
+            )
+        return self._totals

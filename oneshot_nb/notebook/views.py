@@ -15,15 +15,16 @@ from ..engine.batch import Batch
 from ..engine.events import TaskEvent
 from ..engine.orchestrator import AsyncOrchestrator
 from ..engine.task import OneshotTask
-from ..render.markup import CSS, STATE_COLOURS, badge_html, info_html, title_html
+from ..render.markup import CSS, STATE_COLOURS, agent_html, badge_html, info_html, title_html
 from .live import UPDATE_INTERVAL, Throttle, _Live, ticker
-from .parts import LogView, header, show_stop
+from .parts import InputBar, LogView, header, show_stop
 from .tables import PAGE_SIZE, TaskRow, TaskTable
 
 __all__ = [
     "PAGE_SIZE",
     "STATE_COLOURS",
     "UPDATE_INTERVAL",
+    "InputBar",
     "LogView",
     "TaskRow",
     "TaskTable",
@@ -35,7 +36,9 @@ __all__ = [
 
 
 class TaskView(widgets.VBox, _Live):
-    """A task's badge, name and command, elapsed time, exit code, Stop button and log."""
+    """A task's badge, name and command, elapsed time, exit code, Stop button and log;
+    an agent task's progress line above the log, and a task that takes input its input
+    line under it."""
 
     def __init__(self, task: OneshotTask) -> None:
         self.task = task
@@ -48,9 +51,13 @@ class TaskView(widgets.VBox, _Live):
         )
         self.stop_button.layout.width = "80px"
         self.stop_button.on_click(lambda _: task.stop())
+        self.agent_line = widgets.HTML()
+        self.agent_line.add_class("oneshot-title-box")  # cut with an ellipsis, not wrapped
         self.log_view = LogView(task)
+        self.input_bar = InputBar(task) if task.takes_input else None
         head = header([self.badge, self.title, self.info, self.stop_button])
-        super().__init__([widgets.HTML(CSS), head, self.log_view])
+        children = [widgets.HTML(CSS), head, self.agent_line, self.log_view]
+        super().__init__(children if self.input_bar is None else [*children, self.input_bar])
         self.add_class("oneshot-task")
         self._throttle = Throttle(self._flush)
         self._flush()
@@ -66,7 +73,8 @@ class TaskView(widgets.VBox, _Live):
             # a view still showing Stop enabled then would be wrong; a task ends once.
             # Settled: a stopped task's exit code comes when its process is reaped.
             self._throttle.now()
-        elif event.kind == "transition":
+        elif event.kind in ("transition", "agent"):
+            # An agent's summary may change with every line it prints: paced like the rest.
             self._throttle.poke()
 
     _on_event.wants_output = False  # type: ignore[attr-defined]  # the log view has its own
@@ -83,6 +91,11 @@ class TaskView(widgets.VBox, _Live):
         self.badge.value = badge_html(self.task)
         self.info.value = info_html(self.task)
         show_stop(self.stop_button, not self.task.state.is_final)
+        agent = agent_html(self.task.agent)
+        self.agent_line.value = agent
+        self.agent_line.layout.display = None if agent else "none"
+        if self.input_bar is not None:
+            self.input_bar.refresh()
 
 
 def task_view(task: OneshotTask) -> TaskView:

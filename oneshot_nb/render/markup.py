@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import html
 import signal
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..agents.summary import cost_text, duration_text, tokens_text
+from ..engine.input import WAITING_FOR_INPUT
 from ..engine.machine import TaskState
 from ..engine.options import Command, default_name
 
 if TYPE_CHECKING:
+    from ..agents import AgentSummary
     from ..engine.task import OneshotTask
 
 STATE_COLOURS = {
@@ -41,21 +45,17 @@ CSS = """<style>
 .oneshot-line > * { flex: none; }
 .oneshot-line > .oneshot-title { flex: 1 1 0; min-width: 0; }
 .oneshot-info { white-space: nowrap; }
+.oneshot-agent { display: block; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 </style>"""
 
 PAGE_SIZE = 50  # rows a table shows at first, and how many more each "Show more" adds
 TITLE_CHARS = 500  # of a command shown in a title; the tooltip holds a little more
 NAME_CHARS = 200  # of a name shown in a title: a row is sent again on every tick
 TOOLTIP_CHARS = 2000
+AGENT_CHARS = 400  # of an agent's progress line: AgentSummary.line() is bounded, and this too
 
 
-def seconds_text(value: float) -> str:
-    if value < 60:
-        return f"{value:.1f}s"
-    minutes, seconds = divmod(int(value), 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
+seconds_text = duration_text  # an elapsed time, as an agent's summary says its own
 
 
 def state_badge(state: TaskState, extra: str = "") -> str:
@@ -164,14 +164,20 @@ def text_row(
     returncode: int | None,
     reason: str | None,
     error: str | None,
+    agent: AgentSummary | None = None,
 ) -> str:
-    """One line of a text table: id, state, name, exit code and what the reason adds.
+    """One line of a text table: id, state, name, exit code and what the reason adds,
+    and for an agent task its turns and cost after two spaces.
 
     Control characters in the name (an ANSI escape, a newline) are shown escaped: a
     terminal would act on them, and a row must stay one line."""
     code = "" if returncode is None else f" exit {returncode}"
     why = why_ended(returncode, reason, error)
-    return f"{task_id}  {state.value:<11} {printable(name)}{code}{' ' + why if why else ''}"
+    brief = agent_brief(agent)
+    return (
+        f"{task_id}  {state.value:<11} {printable(name)}{code}{' ' + why if why else ''}"
+        f"{'  ' + printable(brief) if brief else ''}"
+    )
 
 
 def printable(text: str) -> str:
@@ -179,3 +185,79 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+# -- input and agents -------------------------------------------------------------------
+
+
+def waiting_html(state: TaskState, reason: str | None) -> str:
+    """The words "waiting for input" in the IDLE colour while a task is IDLE for that
+    reason, else "" (a task reading its input is the one silence the user can end)."""
+    if state is not TaskState.IDLE or reason != WAITING_FOR_INPUT:
+        return ""
+    colour = STATE_COLOURS[TaskState.IDLE]
+    return (
+        f'<span class="oneshot-waiting" style="color:{colour};white-space:nowrap">'
+        f"{html.escape(reason)}</span>"
+    )
+
+
+def agent_html(agent: AgentSummary | None) -> str:
+    """An agent task's progress line (AgentSummary.line()), one line cut with an
+    ellipsis, green once it is done and red once it failed; "" while it says nothing."""
+    if agent is None:
+        return ""
+    text = shortened(agent.line(), AGENT_CHARS)
+    if not text:
+        return ""
+    result = agent.result
+    if agent.error or (result is not None and not result.ok):
+        colour = STATE_COLOURS[TaskState.FAILED]
+    elif result is not None:
+        colour = STATE_COLOURS[TaskState.COMPLETED]
+    else:
+        colour = "#555"
+    return (
+        f'<span class="oneshot-agent" data-agent="{html.escape(agent.kind, quote=True)}"'
+        f' title="{html.escape(text, quote=True)}" style="color:{colour}">'
+        f"{html.escape(text)}</span>"
+    )
+
+
+def agent_brief(agent: AgentSummary | None) -> str:
+    """What a history row says of an agent run: "7 turns · $0.0412" (its tokens when it
+    reports no cost); "" when it says nothing of either."""
+    if agent is None:
+        return ""
+    turns = agent.turns if _is_count(agent.turns) else 0
+    parts = [f"{turns} turn{'' if turns == 1 else 's'}"] if turns else []
+    if _is_amount(agent.cost_usd):
+        parts.append(cost_text(agent.cost_usd))
+    elif _is_count(agent.tokens):
+        parts.append(tokens_text(agent.tokens))
+    return " · ".join(parts)
+
+
+def agents_total(agents: Iterable[AgentSummary]) -> str:
+    """The tokens and the cost of `agents` ("12.3k tokens · $0.0412"), each summed over
+    those that report it; "" when none reports either."""
+    tokens = cost = None
+    for agent in agents:
+        if _is_count(agent.tokens):
+            tokens = (tokens or 0) + agent.tokens
+        if _is_amount(agent.cost_usd):
+            cost = (cost or 0.0) + agent.cost_usd
+    parts = [] if tokens is None else [tokens_text(tokens)]
+    return " · ".join(parts if cost is None else [*parts, cost_text(cost)])
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_amount(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and 0 <= value < float("inf")  # NaN compares false
+    )

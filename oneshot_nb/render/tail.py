@@ -8,10 +8,14 @@ MAX_LINES = 200  # a live view shows the newest lines; the whole log is in the h
 # An update's payload is this text JSON-encoded; control characters take up to 6 bytes
 # each there, so 16 KiB of text stays under 100 KiB on the wire whatever it holds.
 MAX_CHARS = 16 * 1024
+# Input sent to a task (a pipe's; a terminal echoes its own) goes in line with stdout, as
+# a terminal shows it: "name? bob". A notebook's stream outputs are stdout and stderr.
+SHOWN_AS = {"stdin": "stdout"}
 
 
 class LogTail:
-    """Lines of stdout and stderr in the order they completed, newest `max_lines` kept.
+    """Lines of stdout and stderr in the order they completed, newest `max_lines` kept;
+    "stdin" text is fed as stdout.
 
     A carriage return starts its line over, as in a terminal, so a progress bar
     (tqdm, curl, pip) shows its latest state instead of one line per update. A line
@@ -33,6 +37,7 @@ class LogTail:
     def feed(self, stream: str, text: str) -> None:
         if not text:
             return
+        stream = SHOWN_AS.get(stream, stream)
         if self._pending_cr.pop(stream, False):
             text = "\r" + text
         if text.endswith("\r"):
@@ -74,6 +79,7 @@ class LogTail:
         # text of theirs that can still show, fed once per stream at the end.
         carry: dict[str, str] = {}
         for stream, text in chunks[:cut]:
+            stream = SHOWN_AS.get(stream, stream)
             end = text.rfind("\n")
             if end >= 0:
                 # Each newline completes a line; what is left is the line being written.

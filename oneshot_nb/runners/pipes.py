@@ -40,7 +40,42 @@ def pipe_size(streams: int | None = None) -> int:
     return max(MIN_PIPE, min(MAX_PIPE, PIPE_BUDGET // running))
 
 
-class PipeStream(ByteReceiveStream):
+class FdStream(ByteReceiveStream):
+    """A file descriptor we read a command's output from, closed once: the part a
+    pipe and a terminal share."""
+
+    _fd: int
+
+    def pending(self) -> int | None:
+        """How many bytes it holds, unread (None where the system cannot tell)."""
+        if self._fd < 0:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0" * 4))[0]
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        """Close it; a reader waiting on it wakes, and then sees ClosedResourceError."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            # With no loop running, nobody can be waiting.
+            with contextlib.suppress(RuntimeError):
+                anyio.notify_closing(fd)
+            os.close(fd)
+
+    def __del__(self) -> None:
+        # A stream dropped unclosed (its loop gone) must not keep its fd. Quietly: this
+        # may run at interpreter exit, or on an object whose __init__ failed.
+        with contextlib.suppress(Exception):
+            self.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        await checkpoint()
+
+
+class PipeStream(FdStream):
     """The read end of a pipe as an anyio byte stream.
 
     Each `receive` first lets the loop run other work, so a command that writes faster
@@ -75,15 +110,6 @@ class PipeStream(ByteReceiveStream):
                 self._fit()  # just emptied: now it can shrink
             return data
 
-    def pending(self) -> int | None:
-        """How many bytes the pipe holds, unread (None where the system cannot tell)."""
-        if self._fd < 0:
-            return 0
-        try:
-            return struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0" * 4))[0]
-        except OSError:
-            return None
-
     def _fit(self) -> None:
         size = self._fixed or pipe_size()
         if _SET_PIPE_SIZE is None:
@@ -99,21 +125,6 @@ class PipeStream(ByteReceiveStream):
     def close(self) -> None:
         global _open_streams
         if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            # Wakes a reader waiting on it. With no loop running, nobody can be waiting.
-            with contextlib.suppress(RuntimeError):
-                anyio.notify_closing(fd)
-            os.close(fd)
+            super().close()
             if self._fixed is None:
-                _open_streams -= 1
-
-    def __del__(self) -> None:
-        # A stream dropped unclosed (its loop gone) must not keep its fd, nor count
-        # towards the budget for the life of the process. Quietly: this may run at
-        # interpreter exit, or on an object whose __init__ failed.
-        with contextlib.suppress(Exception):
-            self.close()
-
-    async def aclose(self) -> None:
-        self.close()
-        await checkpoint()
+                _open_streams -= 1  # nor count towards the budget for the life of the process

@@ -43,6 +43,17 @@ class InputPipe:
         self._last = b"\n"  # the last byte sent, for a terminal's end of file
 
     @property
+    def hidden(self) -> bool:
+        """Whether the terminal does not echo what it is sent now (a password prompt
+        turned echo off); a pipe never echoes, and is never hidden."""
+        if not self._terminal or self._fd < 0:
+            return False
+        try:
+            return not termios.tcgetattr(self._fd)[3] & termios.ECHO
+        except termios.error:
+            return False
+
+    @property
     def pending(self) -> int:
         """Bytes sent and not yet taken by the pipe or terminal."""
         return len(self._waiting)

@@ -11,7 +11,6 @@ half again as fast. Full-screen programs (cursor addressing) are out of scope.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -21,6 +20,8 @@ import termios
 import anyio
 from anyio.abc import ByteReceiveStream
 from anyio.lowlevel import checkpoint
+
+from .pipes import FdStream
 
 TERM = "xterm-256color"
 # A terminal hands out at most a few KiB per read: reading until it is empty (up to what
@@ -59,7 +60,7 @@ def foreground_group(master: int) -> int | None:
     return group if group > 0 else None
 
 
-class TerminalStream(ByteReceiveStream):
+class TerminalStream(FdStream):
     """The master of a pty as an anyio byte stream: what the command wrote to it.
 
     Its end is EIO (every process has closed the slave), not an empty read. Like a
@@ -105,28 +106,7 @@ class TerminalStream(ByteReceiveStream):
                 await anyio.wait_readable(self._fd)
 
     def pending(self) -> int | None:
-        """How many bytes the terminal holds, unread (None where it cannot tell)."""
-        if self._fd < 0 or self._ended:
-            return 0
-        try:
-            return struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0" * 4))[0]
-        except OSError:
-            return None
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            with contextlib.suppress(RuntimeError):  # no loop: nobody waits on it
-                anyio.notify_closing(fd)
-            os.close(fd)
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
-
-    async def aclose(self) -> None:
-        self.close()
-        await checkpoint()
+        return 0 if self._ended else super().pending()
 
 
 class NoStream(ByteReceiveStream):

@@ -778,9 +778,9 @@ def test_line_leaves_out_what_is_unknown():
     assert AgentSummary(kind="codex", tokens=999_950).line() == "1.0M tokens"
     assert AgentSummary(kind="codex", cost_usd=12.5).line() == "$12.50"
     done = AgentSummary(kind="codex", result=AgentResult(ok=True, duration_s=3725.0))
-    assert done.line() == "✓ done in 1h 02m"
+    assert done.line() == "✓ done in 1h02m"
     done.result.duration_s = 192.4
-    assert done.line() == "✓ done in 3m 12s"
+    assert done.line() == "✓ done in 3m12s"
     failed = AgentSummary(kind="codex", result=AgentResult(ok=False, message="bad " * 50))
     assert failed.line() == "✗ error: " + ("bad " * 25)[:99].rstrip() + "…"
 

@@ -309,3 +309,65 @@ async def test_a_hangup_ignoring_pty_child_does_not_keep_the_task_running():
     assert task.state in (TaskState.INTERRUPTED, TaskState.COMPLETED)
     await wait_until(lambda: group_gone(task.pid))
     assert not live_members(task.pid)
+
+
+async def test_input_sent_to_an_idle_task_makes_it_running_again():
+    """A send is activity: the 'waiting for input' IDLE ends at once, not when (or if)
+    the command next writes."""
+    task = OneshotTask("read x; sleep 0.6; echo done $x", stdin=True, idle_after=0.3)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_alone, task)
+        await task.wait_for(TaskState.IDLE)
+        assert task.reason == WAITING_FOR_INPUT
+        task.send("y\n")
+        assert task.state is TaskState.RUNNING and task.reason is None
+        # Silent again, but not reading: plain IDLE this time.
+        assert await task.wait_for(TaskState.IDLE) is TaskState.IDLE
+        assert task.reason is None
+    assert task.state is TaskState.COMPLETED
+    assert task.read_output("stdout") == "done y\n"
+
+
+async def test_input_typed_where_the_terminal_does_not_echo_is_not_kept():
+    """A password prompt turns echo off: the command gets what was sent, the history
+    and the views only that input went."""
+    task = OneshotTask(
+        'stty -echo; printf "password: "; read pw; stty echo; echo; echo "length ${#pw}"',
+        pty=True,
+        idle_after=0.3,
+    )
+    sent: list[bytes] = []
+    task.listeners.append(lambda e: e.stream == "stdin" and sent.append(e.data))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_alone, task)
+        await task.wait_for(TaskState.IDLE)
+        task.send("hunter22\n")
+    assert task.state is TaskState.COMPLETED
+    assert "length 8" in task.output
+    assert "hunter22" not in task.output
+    assert sent == [b"<hidden input>\n"]
+
+
+def test_send_and_close_from_another_thread_keep_their_order():
+    """From a thread other than the loop's, a send then a close_stdin (before the
+    command has started) reach the command in that order: nothing sent is lost."""
+    import asyncio
+    import threading
+
+    async def main() -> OneshotTask:
+        task = OneshotTask("cat", stdin=True)
+        task.bind_to_running_loop()
+
+        def from_a_thread() -> None:
+            task.send("first\n")
+            task.close_stdin()
+
+        thread = threading.Thread(target=from_a_thread)
+        thread.start()
+        thread.join()
+        await task.run()
+        return task
+
+    task = asyncio.run(main())
+    assert task.state is TaskState.COMPLETED
+    assert task.read_output("stdout") == "first\n"

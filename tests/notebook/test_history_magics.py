@@ -428,3 +428,35 @@ def test_history_magics_say_a_file_overwritten_in_place_is_not_a_database(ip, db
             ip.run_line_magic(magic, line)
         assert str(raised.value) == f"cannot read the task history at {db}: file is not a database"
     running.stop()
+
+
+def test_oneshot_log_prints_a_pipe_tasks_input_in_line_and_alone(ip, magics, capsys):
+    """A `--stdin` task's input is in its log where it came; --stream stdin prints only
+    the input."""
+    task = ip.run_line_magic("oneshot", "--quiet --stdin " + shlex.join(py(UPPER)))
+    # Started first: from this thread, a close could overtake a send made before the start.
+    eventually(lambda: task.state is TaskState.RUNNING)
+    task.send("hello\n")
+    task.close_stdin()
+    eventually(lambda: task.done)
+    capsys.readouterr()
+    ip.run_line_magic("oneshot_log", task.id)
+    assert capsys.readouterr().out == "hello\nHELLO\n"
+    ip.run_line_magic("oneshot_log", f"--stream stdin {task.id}")
+    assert capsys.readouterr().out == "hello\n"
+
+
+def test_oneshot_history_says_an_agents_turns_and_cost(ip, magics, capsys):
+    """An agent task's text row ends with its turns and cost; others' rows as before."""
+    fake = os.path.join(os.path.dirname(__file__), os.pardir, "agents", "fake_agent.py")
+    agent = oneshot(ip, "--agent claude " + shlex.join([sys.executable, fake, "claude", "ok"]))
+    plain = oneshot(ip, "--name plain true")
+    capsys.readouterr()
+    ip.run_line_magic("oneshot_history", "")
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == f"{plain.id}  COMPLETED   plain exit 0"
+    assert rows[1].startswith(f"{agent.id}  COMPLETED ")
+    assert rows[1].endswith(" exit 0  4 turns · $0.0412")
+
+
+UPPER = "import sys; print(sys.stdin.read().strip().upper())"
