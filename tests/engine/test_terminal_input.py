@@ -71,6 +71,13 @@ async def test_stderr_of_a_pty_task_is_its_stdout_in_order():
     assert task.output_chunks() == [("stdout", "one\ntwo\n")]
 
 
+async def test_a_pty_task_past_its_timeout_is_interrupted_with_its_session():
+    task = OneshotTask("echo start; sleep 30", pty=True, timeout=0.5, grace=0.2)
+    assert await task.run() is TaskState.INTERRUPTED
+    assert (task.reason, task.output) == ("timeout", "start\n")
+    await wait_until(lambda: group_gone(task.pid))
+
+
 async def test_a_pty_task_ending_with_a_code_fails_with_it():
     task = OneshotTask("echo bye; exit 3", pty=True)
     assert await task.run() is TaskState.FAILED
@@ -97,8 +104,8 @@ async def test_stop_of_a_pty_task_ends_its_whole_session(tmp_path):
     await wait_until(lambda: process_gone(child))
 
 
-async def test_a_pty_flood_is_drained_byte_exact():
-    size = 64 << 20
+async def test_a_pty_flood_is_drained_byte_exact_with_the_log_bounded():
+    size = 256 << 20
     task = OneshotTask(
         py(
             f"""

@@ -262,3 +262,15 @@ async def test_the_history_shows_a_pipe_tasks_input_and_an_agents_turns_and_cost
     texts = {row.record.id: row.text.value for row in table.rows_box.children}
     assert "4 turns · $0.0412" in texts[agent.id]
     assert "turns" not in texts[pipe.id]
+
+
+async def test_colour_escapes_of_a_pty_task_reach_the_view_intact():
+    """A program that colours only a terminal does so in a pty task, and the log view
+    hands the escapes to the frontend as they are (it renders ANSI)."""
+    async with AsyncOrchestrator() as orch:
+        task = orch.submit("ls --color=auto -d /", pty=True)
+        view = TaskView(task)
+        assert await task.wait() is TaskState.COMPLETED
+    text = "".join(o["text"] for o in view.log_view.output.outputs)
+    assert text.startswith("\x1b[") and "/" in text
+    assert text == task.output
