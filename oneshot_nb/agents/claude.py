@@ -16,6 +16,7 @@ from oneshot_nb.agents.fields import (
     as_count,
     as_str,
     one_line,
+    remember,
     seconds,
     token_sum,
     tool_label,
@@ -55,9 +56,10 @@ class ClaudeParser:
 
     def __init__(self) -> None:
         self.summary = AgentSummary(self.kind)
-        self._message_ids: set[str] = set()
-        self._tool_ids: set[str] = set()
+        self._message_ids: dict[str, None] = {}  # see fields.remember
+        self._tool_ids: dict[str, None] = {}
         self._message_tokens: dict[str | int, int] = {}
+        self._anonymous = 0  # messages without an id, each its own
         self._streamed_tokens = 0
 
     @staticmethod
@@ -89,11 +91,9 @@ class ClaudeParser:
             return
         top_level = event.get("parent_tool_use_id") is None
         message_id = as_str(message.get("id"))
-        if message_id is None or message_id not in self._message_ids:
-            if message_id is not None:
-                self._message_ids.add(message_id)
-            if top_level:
-                self.summary.turns += 1
+        new = message_id is None or remember(self._message_ids, message_id)
+        if new and top_level:
+            self.summary.turns += 1
         content = message.get("content")
         if isinstance(content, list):
             for block in content:
@@ -109,9 +109,7 @@ class ClaudeParser:
                 self.summary.last_message = text
         elif kind in TOOL_BLOCKS:
             tool_id = as_str(block.get("id"))
-            if tool_id is None or tool_id not in self._tool_ids:
-                if tool_id is not None:
-                    self._tool_ids.add(tool_id)
+            if tool_id is None or remember(self._tool_ids, tool_id):
                 self.summary.tool_calls += 1
             label = tool_label(block.get("name"), block.get("input"))
             if label is not None:
@@ -122,9 +120,11 @@ class ClaudeParser:
         if tokens is None:
             return
         # The later lines of a message repeat its usage, possibly grown: the last wins.
-        key: str | int = message_id if message_id is not None else len(self._message_tokens)
-        self._streamed_tokens += tokens - self._message_tokens.get(key, 0)
-        self._message_tokens[key] = tokens
+        if message_id is None:
+            self._anonymous += 1
+        key: str | int = message_id if message_id is not None else self._anonymous
+        self._streamed_tokens += tokens - (self._message_tokens.get(key) or 0)
+        remember(self._message_tokens, key, tokens)
         self.summary.tokens = self._streamed_tokens
 
     def _result(self, event: dict) -> None:

@@ -14,6 +14,7 @@ from oneshot_nb.agents.fields import (
     RAW_TEXT_FACTOR,
     as_str,
     one_line,
+    remember,
     token_sum,
     tool_label,
     unwrap_shell,
@@ -48,7 +49,7 @@ class CodexParser:
 
     def __init__(self) -> None:
         self.summary = AgentSummary(self.kind)
-        self._tool_ids: set[str] = set()
+        self._tool_ids: dict[str, None] = {}  # see fields.remember
         self._final_text: str | None = None
 
     @staticmethod
@@ -91,12 +92,8 @@ class CodexParser:
                 self.summary.last_message = one_line(text, MESSAGE_CHARS)
         elif kind in TOOL_ITEMS:
             item_id = as_str(item.get("id"))
-            if item_id is None:
-                # Started and completed cannot be matched: count completions.
-                new = completed
-            else:
-                new = item_id not in self._tool_ids
-                self._tool_ids.add(item_id)
+            # Without an id, started and completed cannot be matched: count completions.
+            new = completed if item_id is None else remember(self._tool_ids, item_id)
             if new:
                 self.summary.tool_calls += 1
             label = _label(kind, item)

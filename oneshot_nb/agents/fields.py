@@ -15,7 +15,22 @@ MAX_COUNT = 10**15
 # message costs a slice, not a split of the whole text.
 RAW_TEXT_FACTOR = 8
 # C0 controls and DEL (ANSI escapes, NUL) become spaces: a view shows plain text.
-_CONTROLS = dict.fromkeys([*range(0x20), 0x7F], " ")
+# C0 and C1 controls (an escape sequence may start with either) and the marks that
+# reorder text on screen (bidi overrides and isolates): a message is shown, not obeyed.
+_CONTROLS = dict.fromkeys(
+    [
+        *range(0x20),
+        *range(0x7F, 0xA0),
+        0x200E,
+        0x200F,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    ],
+    " ",
+)
+# The ids (messages, tool calls) a parser remembers to count each once: a long session's
+# oldest are let go, so that its memory stays bounded.
+KEEP_IDS = 4096
 # The shell wrapper Codex puts around a command: `bash -lc 'pytest -q'`.
 _SHELL_WRAPPER = re.compile(r"(?:\S*/)?(?:bash|zsh|sh) -lc (.+)", re.DOTALL)
 # Parameters that name what a tool works on, most telling first (Bash/shell: command;
@@ -72,6 +87,15 @@ def token_sum(usage: object, keys: tuple[str, ...]) -> int | None:
     counts = [as_count(usage.get(key)) for key in keys]
     present = [count for count in counts if count is not None]
     return sum(present) if present else None
+
+
+def remember(seen: dict, key: object, value: object = None) -> bool:
+    """Note `key` (with `value`) in `seen`, the newest KEEP_IDS kept; whether it is new."""
+    new = key not in seen
+    seen[key] = value
+    if len(seen) > KEEP_IDS:
+        del seen[next(iter(seen))]
+    return new
 
 
 def one_line(value: object, limit: int) -> str | None:

@@ -18,6 +18,7 @@ from oneshot_nb.agents.fields import (
     as_count,
     as_str,
     one_line,
+    remember,
     seconds,
     tool_label,
 )
@@ -44,7 +45,7 @@ class GeminiParser:
         self._in_turn = False
         self._text: list[str] = []  # the current turn's text, up to TURN_TEXT_CHARS
         self._text_chars = 0
-        self._tool_ids: set[str] = set()
+        self._tool_ids: dict[str, None] = {}  # see fields.remember
 
     @staticmethod
     def recognises(event: dict) -> bool:
@@ -111,9 +112,7 @@ class GeminiParser:
     def _tool_use(self, event: dict) -> None:
         self._model_output()
         tool_id = as_str(event.get("tool_id"))
-        if tool_id is None or tool_id not in self._tool_ids:
-            if tool_id is not None:
-                self._tool_ids.add(tool_id)
+        if tool_id is None or remember(self._tool_ids, tool_id):
             self.summary.tool_calls += 1
         label = tool_label(event.get("tool_name"), event.get("parameters"))
         if label is not None:

@@ -144,7 +144,9 @@ def tokens_text(count: int) -> str:
         return _plural(count, "token")
     if count < 999_950:  # 999,950 would round up to "1000.0k"
         return f"{count / 1000:.1f}k tokens"
-    return f"{count / 1_000_000:.1f}M tokens"
+    if count < 999_950_000:
+        return f"{count / 1_000_000:.1f}M tokens"
+    return f"{count / 1_000_000_000:.1f}G tokens"
 
 
 def cost_text(cost_usd: float) -> str:

@@ -7,10 +7,12 @@ so that one that waits for input never hangs silently.
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .events import TaskEvent, notify
 
@@ -20,6 +22,11 @@ logger = logging.getLogger("oneshot_nb")
 WAITING_FOR_INPUT = "waiting for input"
 # What the history keeps of input sent while the terminal did not echo (a password).
 HIDDEN_INPUT = b"<hidden input>"
+
+
+# Input sent before the command starts waits here, at most this much (as much as may
+# wait unread once it runs).
+EARLY_INPUT_LIMIT = 1 << 20
 
 
 class Input:
@@ -33,8 +40,11 @@ class Input:
     @property
     def accepts_input(self) -> bool:
         """Whether `send` may be called now: the task takes input, has not ended, and
-        its input has not been closed (by `close_stdin`, or by the command)."""
-        if not self.takes_input or self.state.is_final or self._early_close:
+        its input has not been closed (by `close_stdin` of a pipe, or by the command).
+        A terminal's end of file is a character: it takes input after it still."""
+        if not self.takes_input or self.state.is_final:
+            return False
+        if self._early_close and not self.options.pty:
             return False
         stdin = getattr(self._process, "stdin", None)
         return stdin is None or not stdin.closed
@@ -43,10 +53,12 @@ class Input:
         """Write `data` (text is sent as UTF-8) to the command's input, now or as soon
         as it reads; before the command has started, once it has.
 
-        Recorded in the history as the task's `stdin` stream. Raises ValueError, and
-        sends nothing, when the task does not take input (start it with `pty` or
-        `stdin`), has ended, or its input is closed; BufferError when more than 1 MiB
-        sent before is still unread.
+        Recorded in the history as the task's `stdin` stream once written to the
+        command. Raises ValueError, and sends nothing, when the task does not take
+        input (start it with `pty` or `stdin`), has ended, or its input is closed;
+        BufferError when more than 1 MiB sent before is still unread. From another
+        thread than the loop's, it waits for the loop to have taken it, and raises
+        as it would there.
         """
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
@@ -55,45 +67,70 @@ class Input:
         elif not isinstance(data, bytes):
             raise TypeError(f"send() takes str or bytes, got {type(data).__name__}")
         self._check_input("send to")
-        if self._loop is not None and threading.get_ident() != self._loop_thread:
-            # As stop() does: the loop owns the fd and the listeners.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._send_now, data)
-            return
-        self._send_now(data)
+        self._on_loop(self._send_now, data)
 
     def close_stdin(self) -> None:
-        """End the command's input once what was sent is written (a terminal gets its
-        end-of-file character, as after Ctrl-D). Idempotent; ValueError when the task
-        does not take input."""
+        """End the command's input once what was sent is written: a pipe is closed; a
+        terminal is sent its end-of-file character (as Ctrl-D: the reading program
+        sees the end of its input, and the terminal takes input after it still).
+        Idempotent for a pipe; ValueError when the task does not take input."""
         if not self.takes_input:
             raise ValueError(self._no_input())
-        if self.state.is_final or self._early_close:
+        if self.state.is_final or (self._early_close and not self.options.pty):
             return
-        if self._loop is not None and threading.get_ident() != self._loop_thread:
-            # Handed over after any send from this thread, so that it comes after it.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._close_now)
+        self._on_loop(self._close_now)
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Call `fn` on the task's loop, which owns the fd and the listeners: now when
+        this is its thread (or it has none yet), else handed over and waited for, so
+        that what it raises reaches the caller and calls keep their order."""
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            fn(*args)
             return
-        self._close_now()
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        try:
+            loop.call_soon_threadsafe(call)
+        except RuntimeError:  # the loop has closed: nothing runs any more
+            raise ValueError(f"task {self.id}: its event loop has closed") from None
+        done.result()
 
     # -- on the loop --------------------------------------------------------------------
 
     def _send_now(self, data: bytes) -> None:
         if not data:
             return
+        self._check_input("send to")  # again: it may have ended since, on the loop
         stdin = getattr(self._process, "stdin", None)
-        # Read before writing: the command may turn echo back on once it has the line.
-        hidden = stdin is not None and getattr(stdin, "hidden", False)
         if stdin is None:
-            self._early_input += data
-        else:
-            try:
-                stdin.send(data)
-            except BufferError:
-                raise
-            except Exception as exc:  # the command closed its input
-                raise ValueError(f"cannot send to task {self.id}: {exc}") from None
+            if len(self._early_input) + len(data) > EARLY_INPUT_LIMIT:
+                raise BufferError(
+                    f"task {self.id} has not started; at most"
+                    f" {EARLY_INPUT_LIMIT >> 10} KiB may wait for it"
+                )
+            self._early_input += data  # recorded once it is written
+            return
+        self._write_input(stdin, data)
+
+    def _write_input(self, stdin: Any, data: bytes) -> None:
+        """Hand `data` to the runner's input, then record it (as `stdin`)."""
+        # Read before writing: the command may turn echo back on once it has the line.
+        hidden = getattr(stdin, "hidden", False)
+        try:
+            stdin.send(data)
+        except BufferError:
+            raise
+        except Exception as exc:  # the command closed its input
+            raise ValueError(f"cannot send to task {self.id}: {exc}") from None
         self.bytes_sent += len(data)
         if hidden:
             # Typed where the terminal does not echo (a password prompt): the history
@@ -114,24 +151,29 @@ class Input:
             self.machine.detect_activity()
 
     def _close_now(self) -> None:
-        self._early_close = True
+        if self.state.is_final:
+            return
         stdin = getattr(self._process, "stdin", None)
-        if stdin is not None:
+        if stdin is None:
+            self._early_close = True  # once it starts, after what was sent before
+        else:
             stdin.close()
+            self._early_close = not self.options.pty
 
     def _input_started(self) -> None:
-        """Once the command runs: write what was sent before, close if asked."""
+        """Once the command runs: write what was sent before, then the end of input if
+        it was asked for."""
         stdin = getattr(self._process, "stdin", None)
         if stdin is None:
             return
         early, self._early_input = bytes(self._early_input), bytearray()
         if early:
             try:
-                stdin.send(early)
-            except Exception as exc:
+                self._write_input(stdin, early)
+            except (ValueError, BufferError) as exc:  # the command closed it at once
                 logger.warning("oneshot_nb: task %s: input sent early was lost: %s", self.id, exc)
         if self._early_close:
-            stdin.close()
+            self._close_now()
 
     def _check_input(self, doing: str) -> None:
         if not self.takes_input:

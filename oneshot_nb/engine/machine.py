@@ -67,7 +67,9 @@ class OneshotStateMachine(StateMachine):
     FAILED = State(final=True)
 
     start = CREATED.to(RUNNING)
-    detect_silence = RUNNING.to(IDLE)
+    # From IDLE too, to say a new reason for the silence (the command began, or
+    # stopped, waiting for input) without leaving it.
+    detect_silence = RUNNING.to(IDLE) | IDLE.to.itself()
     detect_activity = IDLE.to(RUNNING)
     interrupt = INTERRUPTED.from_(CREATED, RUNNING, IDLE)
     finish = COMPLETED.from_(RUNNING, IDLE)

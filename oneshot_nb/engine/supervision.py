@@ -29,6 +29,9 @@ DRAIN_POLL = 0.25
 # for at most DRAIN_LIMIT more (time spent waiting for the store's disk not counted, up
 # to DRAIN_GATED_CAP).
 DRAIN_LIMIT = 1.0
+# How often an IDLE task that takes input is looked at again: did it begin (or stop)
+# waiting for input? One shared look at /proc serves every task (see procfs.members).
+INPUT_RECHECK = 1.0
 DRAIN_GATED_CAP = 30.0
 OUTPUT_CUT_NOTE = (
     b"\n[oneshot_nb] output cut after the stop: a process outside the task's process group"
@@ -148,19 +151,29 @@ class Supervision:
 
     async def _watch_silence(self) -> None:
         """RUNNING -> IDLE once `idle_after` passes with no output: a sleep to the
-        deadline, not a poll, so the transition comes on time and costs nothing.
-        Returns once the task has ended."""
+        deadline, not a poll, so the transition comes on time and costs nothing. While
+        a task that takes input is IDLE, whether it waits for input is looked at again
+        every INPUT_RECHECK: a new answer is a new reason (IDLE -> IDLE). Returns once
+        the task has ended."""
         assert self.idle_after is not None
         while not self.state.is_final:
             if self.machine.RUNNING.is_active:
                 silent = time.monotonic() - self.last_activity
                 if silent >= self.idle_after:
-                    waiting = self._waits_for_input()
-                    self.machine.detect_silence(reason=WAITING_FOR_INPUT if waiting else None)
+                    self._say_why_silent()
                     continue
                 await self._sleep_or_wake(self.idle_after - silent)
+            elif self.machine.IDLE.is_active and self.takes_input:
+                await self._sleep_or_wake(INPUT_RECHECK)
+                if self.machine.IDLE.is_active:
+                    self._say_why_silent(only_if_new=True)
             else:
                 await self._sleep_or_wake(None)
+
+    def _say_why_silent(self, only_if_new: bool = False) -> None:
+        reason = WAITING_FOR_INPUT if self._waits_for_input() else None
+        if not only_if_new or reason != self.reason:
+            self.machine.detect_silence(reason=reason)
 
     async def _watch_timeout(self) -> None:
         assert self.timeout is not None

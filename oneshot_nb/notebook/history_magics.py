@@ -15,6 +15,7 @@ from ..engine.task import OneshotTask
 from ..render.markup import PAGE_SIZE, text_row
 from ..storage import records
 from ..storage.database import StoreError
+from ..storage.rows import TERMINAL
 from .parsing import parse_args, whole_number
 
 if TYPE_CHECKING:
@@ -104,14 +105,20 @@ class HistoryMagics(Magics):
     def oneshot_rerun(self, line: str) -> OneshotTask:
         """Run a past task's command again, with the same cwd and env overrides.
 
-        Env values that were not saved (secret-looking names, passwords in URLs) are
+        It runs in a terminal, takes input or is read as an agent as it was. Env values
+        that were not saved (secret-looking names, passwords in URLs) are
         refused with their names, unless --env-from-kernel takes the kernel's own.
         A command that lost a password in a URL cannot run again.
         """
         args = parse_args(self.oneshot_rerun, line)
         record = self._record(args.task)
         env = _rerun_env(record, args.env_from_kernel)
-        task = self.session.submit(record.command, name=record.name, cwd=record.cwd, env=env)
+        # In a terminal, with input, read as an agent, as it was (a stored value this
+        # version does not know is left out; a wrong one is refused by the submit).
+        terminal = {name: value for name, value in record.terminal.items() if name in TERMINAL}
+        task = self.session.submit(
+            record.command, name=record.name, cwd=record.cwd, env=env, **terminal
+        )
         self.session.show(task, args.quiet)
         return task
 

@@ -17,6 +17,7 @@ from ..engine.machine import TaskState
 from ..engine.task import OneshotTask
 from ..render.markup import STATE_COLOURS, shortened, waiting_html
 from ..render.tail import LogTail
+from .input_line import InputLine
 from .live import Throttle
 
 # A log changes on every chunk of a busy task; five updates a second still read as live
@@ -205,46 +206,26 @@ class InputBar(widgets.HBox):
 
     def __init__(self, task: OneshotTask) -> None:
         self.task = task
-        # Enter comes as the box's "submit" message, which ipywidgets 8 still sends.
-        # What it recommends instead of on_submit, continuous_update=False and observing
-        # the value, also fires when the box loses focus: a click anywhere else would
-        # send the half-typed line to the command.
-        self.box = widgets.Text(
-            placeholder="input to the task",
-            layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="10em"),
-        )
-        self.box.on_msg(self._on_msg)
-        self.send_button = widgets.Button(
-            description="Send",
-            tooltip="Send the line and a newline (Enter)",
-            layout=widgets.Layout(width="70px"),
-        )
-        self.send_button.on_click(lambda _: self.send())
-        self.eof_button = widgets.Button(
-            description="EOF",
-            tooltip="End the task's input, as Ctrl-D in a terminal",
-            layout=widgets.Layout(width="60px"),
-        )
-        self.eof_button.on_click(lambda _: self.end_input())
+        self.line = InputLine(on_send=self.send, on_eof=self.end_input)
         self.waiting = widgets.HTML()
         self.note = widgets.HTML()
         super().__init__(
-            [self.box, self.send_button, self.eof_button, self.waiting, self.note],
+            [self.line, self.waiting, self.note],
             layout=widgets.Layout(align_items="center", grid_gap="8px"),
         )
         self.add_class("oneshot-input")
         self.refresh()
 
-    def send(self) -> None:
-        """Send the box's line and a newline (an empty box: the newline alone, for a
-        "press Enter"), and empty the box; when the task refuses, say why beside it.
-        A click has no cell to raise into."""
+    def send(self, text: str) -> None:
+        """Send a line and a newline (an empty line: the newline alone, for a "press
+        Enter"); when the task refuses, give the line back to the box and say why
+        beside it. A message from the page has no cell to raise into."""
         try:
-            self.task.send(self.box.value + "\n")
+            self.task.send(text + "\n")
         except (ValueError, BufferError) as exc:
+            self.line.give_back(text)
             self._say(str(exc) or type(exc).__name__)
         else:
-            self.box.value = ""
             self._say("")
         self.refresh()
 
@@ -260,10 +241,6 @@ class InputBar(widgets.HBox):
     def refresh(self) -> None:
         self.waiting.value = waiting_html(self.task.state, self.task.reason)
         self.layout.display = None if self.task.accepts_input else "none"
-
-    def _on_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
-        if isinstance(content, dict) and content.get("event") == "submit":
-            self.send()
 
     def _say(self, text: str) -> None:
         if text:

@@ -121,7 +121,11 @@ class Child:
         self.stdout = stdout
         self.stderr = stderr
         self.stdin = stdin  # None: its stdin is closed
-        self._input_file = input_file  # its input as /proc/PID/fd links name it
+        # Its input as /proc/PID/fd links name it: the pipe, or the terminal (which a
+        # program that asks for a password opens as /dev/tty).
+        self._input_files = () if input_file is None else (input_file,)
+        if input_file is not None and isinstance(stdout, TerminalStream):
+            self._input_files += ("/dev/tty",)
         self.returncode: int | None = None
         self.group = ProcessGroup(popen.pid)
         self._place: Place | None = None
@@ -142,14 +146,14 @@ class Child:
         """Whether the command is blocked reading its input: a process of the group the
         terminal runs in the foreground (of its own group, for a pipe) in a read of it.
         None where the system cannot tell."""
-        if self.stdin is None or self._input_file is None:
+        if self.stdin is None or not self._input_files:
             return False
         group: int | None = self.pid
         if isinstance(self.stdout, TerminalStream) and self.stdout.fd >= 0:
             group = foreground_group(self.stdout.fd)
         if group is None:
             return None
-        return procfs.waiting_for_input(group, self._input_file)
+        return procfs.waiting_for_input(group, self._input_files)
 
     async def wait(self) -> int:
         """Wait for the process to exit and reap it; return its exit code (negative:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 
 HAS_PROC = os.path.isdir("/proc/self")
 
-# Stops poll together: one look at /proc serves them all.
+# Stops poll together: one look at /proc serves them all (and the IDLE tasks that ask
+# whether they wait for input, which may take an older one).
 SCAN_TTL = 0.02
-_scan: tuple[float, frozenset[int] | None] = (float("-inf"), None)
+MEMBERS_TTL = 0.5
+_scan: tuple[float, dict[int, list[int]] | None] = (float("-inf"), None)
 
 
 def _stat(pid: int) -> list[bytes]:
@@ -49,16 +52,23 @@ def exists(pid: int) -> bool | None:
 def running_groups(fresh: bool = False) -> frozenset[int] | None:
     """The process groups that have a member that is not a zombie, or None where /proc
     cannot tell. A look younger than SCAN_TTL is reused unless `fresh`."""
+    groups = _groups(0.0 if fresh else SCAN_TTL)
+    return None if groups is None else frozenset(groups)
+
+
+def _groups(ttl: float) -> dict[int, list[int]] | None:
+    """Each process group with a live member, and those members (a look at /proc
+    younger than `ttl` is reused); None where /proc cannot tell."""
     global _scan
     now = time.monotonic()
-    if not fresh and now - _scan[0] < SCAN_TTL:
+    if now - _scan[0] < ttl:
         return _scan[1]
     try:
         entries = os.listdir("/proc")
     except OSError:
         _scan = (now, None)
         return None
-    groups = set()
+    groups: dict[int, list[int]] = {}
     for entry in entries:
         if entry.isdigit():
             try:
@@ -66,9 +76,9 @@ def running_groups(fresh: bool = False) -> frozenset[int] | None:
             except (OSError, ValueError):
                 continue
             if fields[0] not in (b"Z", b"X"):
-                groups.add(int(fields[2]))
-    _scan = (now, frozenset(groups))
-    return _scan[1]
+                groups.setdefault(int(fields[2]), []).append(int(entry))
+    _scan = (now, groups)
+    return groups
 
 
 # The system calls that read a file descriptor (read, pread64, readv), by machine: a
@@ -80,48 +90,48 @@ _READ_WAITS = {"n_tty_read", "wait_woken", "pipe_read", "anon_pipe_read", "pipe_
 
 
 def members(group: int) -> list[int]:
-    """The live processes of process group `group` (zombies left out)."""
-    if not HAS_PROC:
-        return []
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = _stat(int(entry))
-            except (OSError, ValueError):
-                continue
-            if int(fields[2]) == group and fields[0] not in (b"Z", b"X"):
-                found.append(int(entry))
-    return found
+    """The live processes of process group `group`, as a look at /proc younger than
+    MEMBERS_TTL saw them (a fresh look for a group that one did not see: it may be
+    newer than the look)."""
+    groups = _groups(MEMBERS_TTL)
+    if groups is not None and group not in groups:
+        groups = _groups(0.0)
+    return [] if groups is None else groups.get(group, [])
 
 
-def reading(pid: int, target: str) -> bool | None:
-    """Whether `pid` is blocked reading the file `target` (as /proc/PID/fd/N links read:
-    '/dev/pts/3', 'pipe:[123]'); None where the system does not tell."""
+def reading(pid: int, targets: Collection[str]) -> bool | None:
+    """Whether a thread of `pid` is blocked reading one of the files `targets` (as the
+    /proc/PID/fd/N links read: '/dev/pts/3', '/dev/tty', 'pipe:[123]'); None where the
+    system does not tell."""
     try:
-        if _stat(pid)[0] != b"S":
-            return False
-        with open(f"/proc/{pid}/syscall") as f:
-            call = f.read().split()
-        if call and call[0] == "running":
-            return False
-        if _READ_CALLS is not None and call:
-            if int(call[0]) not in _READ_CALLS:
-                return False
-            return os.readlink(f"/proc/{pid}/fd/{int(call[1], 16)}") == target
-        with open(f"/proc/{pid}/wchan") as f:
-            waits = f.read().strip() in _READ_WAITS
-        return waits and os.readlink(f"/proc/{pid}/fd/0") == target
+        threads = os.listdir(f"/proc/{pid}/task")
+        for tid in threads:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                call = f.read().split()
+            if not call or call[0] == "running":
+                continue
+            if _READ_CALLS is not None:
+                if int(call[0]) in _READ_CALLS and _fd_file(pid, int(call[1], 16)) in targets:
+                    return True
+                continue
+            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                if f.read().strip() in _READ_WAITS:
+                    return os.readlink(f"/proc/{pid}/fd/0") in targets
+        return False
     except FileNotFoundError:  # it has just exited
         return False
     except (OSError, ValueError, IndexError):
         return None
 
 
-def waiting_for_input(group: int, target: str) -> bool | None:
-    """Whether a process of `group` is blocked reading `target`; None where the system
-    cannot tell (no /proc, /proc/PID/syscall not readable)."""
-    answers = [reading(pid, target) for pid in members(group)]
+def _fd_file(pid: int, fd: int) -> str:
+    return os.readlink(f"/proc/{pid}/fd/{fd}")
+
+
+def waiting_for_input(group: int, targets: Collection[str]) -> bool | None:
+    """Whether a process of `group` is blocked reading one of `targets`; None where the
+    system cannot tell (no /proc, /proc/PID/syscall not readable)."""
+    answers = [reading(pid, targets) for pid in members(group)]
     if any(answers):
         return True
     return None if not answers or None in answers else False

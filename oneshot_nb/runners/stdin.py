@@ -27,8 +27,9 @@ class InputPipe:
 
     `send` writes what the fd takes at once and keeps the rest for the loop to write
     when it can; `close` ends the input once what waits is written: the pipe is closed,
-    or a terminal is sent its end-of-file character (the command reads an empty line,
-    as after Ctrl-D). The fd is this object's own (a terminal's master is dup'ed).
+    or a terminal is sent its end-of-file character (the command reads the end of its
+    input, as after Ctrl-D), and stays open: a terminal takes input after it still. The
+    fd is this object's own (a terminal's master is dup'ed).
     """
 
     def __init__(self, fd: int, terminal: bool = False) -> None:
@@ -77,15 +78,22 @@ class InputPipe:
             raise InputClosed(self.error)  # it could not be written: not sent
 
     def close(self) -> None:
-        """End the input once what waits is written. Idempotent."""
+        """End the input once what waits is written (a pipe: idempotent)."""
         if self.closed or self._closing:
             return
-        self._closing = True
         if self._terminal:
             # An end of file is the EOF character at the start of a line: after text
             # without a newline, the first one ends that line and the second the input.
-            eof = bytes([termios.tcgetattr(self._fd)[6][termios.VEOF][0]])
-            self._waiting += eof if self._last == b"\n" else eof * 2
+            # (A program that put the terminal in raw mode reads it as a character.)
+            try:
+                eof = termios.tcgetattr(self._fd)[6][termios.VEOF]
+            except termios.error:
+                eof = b"\x04"
+            eof = eof if isinstance(eof, bytes) and eof else b"\x04"
+            self.send(eof if self._last == b"\n" else eof * 2)
+            self._last = b"\n"
+            return
+        self._closing = True
         self._write()
 
     def _write(self) -> None:

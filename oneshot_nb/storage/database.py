@@ -56,9 +56,12 @@ SCHEMA = [
         host = (SELECT sessions.host FROM sessions WHERE sessions.id = tasks.session);
     """,
     # version 4: whether the task ran in a terminal (its input, stream 'stdin', is then
-    # echoed in its output), and an agent CLI's summary as JSON (NULL for other tasks)
+    # echoed in its output), how it took input and was read, as JSON ({"pty": true,
+    # "cols": 120, "rows": 30, "stdin": false, "agent": "auto"}: what a rerun gives it
+    # again), and an agent CLI's summary as JSON (NULL for other tasks)
     """
     ALTER TABLE tasks ADD COLUMN pty INTEGER;
+    ALTER TABLE tasks ADD COLUMN terminal TEXT;
     ALTER TABLE tasks ADD COLUMN agent TEXT;
     """,
 ]

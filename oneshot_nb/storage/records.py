@@ -83,6 +83,9 @@ class TaskRecord:
     # agent CLI's stream said of its progress (None for other tasks).
     pty: bool = False
     agent: AgentSummary | None = None
+    # How it was run beyond its command, cwd and env, as a rerun gives it again: pty,
+    # cols, rows, stdin and agent, as the TaskOptions fields (empty: as the defaults).
+    terminal: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def redacted_env(self) -> list[str]:
@@ -313,21 +316,26 @@ def _read_row(row: Any, path: str) -> TaskRecord:
         redacted=json.loads(row["redacted"]) if "redacted" in keys and row["redacted"] else None,
         runner=from_sql(row["runner"]) or "local" if "runner" in keys else "local",
         host=from_sql(row["host"]) if "host" in keys else None,
-        pty=bool(row["pty"]) if "pty" in keys else False,
+        pty=row["pty"] == 1 if "pty" in keys else False,
         agent=_agent(row["agent"]) if "agent" in keys else None,
+        terminal=_json_object(row["terminal"]) if "terminal" in keys else {},
     )
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A JSON object as stored; {} for none, and for one that cannot be read."""
+    try:
+        data = json.loads(value) if value else {}
+    except (ValueError, TypeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _agent(value: Any) -> AgentSummary | None:
     """An agent's summary as stored; None for none, and for one that cannot be read
     (the rest of the task still can)."""
-    if not value:
-        return None
-    try:
-        data = json.loads(value)
-    except (ValueError, TypeError):
-        return None
-    return AgentSummary.from_dict(data) if isinstance(data, dict) else None
+    data = _json_object(value)
+    return AgentSummary.from_dict(data) if data else None
 
 
 def _path(path: str | os.PathLike[str] | None) -> str:

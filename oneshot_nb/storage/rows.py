@@ -25,17 +25,20 @@ INSERT_TRANSITION = "INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?)"
 UPSERT_TASK = """
 INSERT INTO tasks (
     id, session, name, command, argv, cwd, env, created_at, started_at, ended_at,
-    state, returncode, reason, error, pid, pid_start, grace, redacted, runner, host, pty, agent)
+    state, returncode, reason, error, pid, pid_start, grace, redacted, runner, host, pty, terminal,
+    agent)
 VALUES (
     :id, :session, :name, :command, :argv, :cwd, :env, :created_at, :started_at, :ended_at,
     :state, :returncode, :reason, :error, :pid, :pid_start, :grace, :redacted, :runner, :host,
-    :pty, :agent)
+    :pty, :terminal, :agent)
 ON CONFLICT (id) DO UPDATE SET
     started_at = excluded.started_at, ended_at = excluded.ended_at, state = excluded.state,
     returncode = excluded.returncode, reason = excluded.reason, error = excluded.error,
     pid = excluded.pid, pid_start = coalesce(excluded.pid_start, tasks.pid_start),
     host = coalesce(excluded.host, tasks.host), agent = coalesce(excluded.agent, tasks.agent)
 """
+# The options a rerun gives a task again, beside its command, cwd and env.
+TERMINAL = ("pty", "cols", "rows", "stdin", "agent")
 SQL = {"chunk": INSERT_CHUNK, "task": UPSERT_TASK, "transition": INSERT_TRANSITION}
 
 
@@ -85,6 +88,7 @@ def task_row(task: OneshotTask, session: str) -> dict[str, Any]:
         "runner": task.runner.name,
         "host": None,
         "pty": int(task.options.pty),
+        "terminal": json.dumps({name: getattr(task.options, name) for name in TERMINAL}),
         "agent": None if task.agent is None else json.dumps(task.agent.to_dict()),
     }
 

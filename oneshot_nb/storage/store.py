@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -73,7 +74,8 @@ class Store:
         self._bytes_in = 0
         self._chunks_in = 0
         self._seq: dict[str, int] = {}
-        self._agent_saved: dict[str, float] = {}
+        self._agent_saved: dict[str, float] = {}  # when each running agent was saved
+        self._agent_later: dict[str, asyncio.TimerHandle] = {}
         self._put = 0
         self._batch: list[tuple[Any, ...]] = []
         self._batch_bytes = 0
@@ -141,14 +143,35 @@ class Store:
         elif event.kind in ("submitted", "settled"):  # settled: the exit code is known
             if event.kind == "settled":
                 self._agent_saved.pop(task.id, None)
+                later = self._agent_later.pop(task.id, None)
+                if later is not None:
+                    later.cancel()
             self._enqueue(("task", task_row(task, self.session)))
         elif event.kind == "agent":
-            # An agent's summary is saved as it goes, not only at its end, so that a
-            # kernel that dies leaves it; at most every AGENT_SAVE_INTERVAL per task.
-            saved = self._agent_saved.get(task.id)
-            if saved is None or event.time - saved >= AGENT_SAVE_INTERVAL:
-                self._agent_saved[task.id] = event.time
-                self._enqueue(("task", task_row(task, self.session)))
+            self._save_agent(task)
+
+    def _save_agent(self, task: OneshotTask) -> None:
+        """Save an agent's summary as it goes, not only at its end, so that a kernel
+        that dies leaves it: at once, then at most every AGENT_SAVE_INTERVAL per task,
+        the last change of an interval saved at its end."""
+        saved = self._agent_saved.get(task.id)
+        now = time.monotonic()
+        if saved is None or now - saved >= AGENT_SAVE_INTERVAL:
+            self._agent_saved[task.id] = now
+            self._enqueue(("task", task_row(task, self.session)))
+        elif task.id not in self._agent_later:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._agent_later[task.id] = loop.call_later(
+                saved + AGENT_SAVE_INTERVAL - now, self._save_agent_later, task
+            )
+
+    def _save_agent_later(self, task: OneshotTask) -> None:
+        self._agent_later.pop(task.id, None)
+        if task.id in self._agent_saved and not self.closed and self.error is None:
+            self._save_agent(task)  # not once it has settled: its last row says it all
 
     def attach(self, orchestrator: AsyncOrchestrator) -> None:
         """Record every task of `orchestrator`, and slow its tasks when the disk lags."""

@@ -851,3 +851,25 @@ def test_the_fake_agent_is_watched_as_it_streams():
     assert len(shown) >= 3
     assert not shown[0].startswith("✓")
     assert shown[-1] == OK["claude"].line()
+
+
+def test_a_long_session_keeps_a_bounded_memory_of_ids_and_counts_each_once():
+    """Ids are remembered to count a message or a tool call once, the newest KEEP_IDS
+    of them: a session of a million events does not grow the watch without end."""
+    from oneshot_nb.agents.fields import KEEP_IDS
+
+    watch = AgentWatch("claude")
+    for n in range(3 * KEEP_IDS):
+        block = {"type": "tool_use", "id": f"t{n}", "name": "Bash", "input": {"command": "ls"}}
+        line = {"type": "assistant", "message": {"id": f"m{n}", "content": [block]}}
+        watch.feed(lines_of(line, line))  # each line twice, as Claude Code repeats them
+    parser = watch._parser
+    assert watch.summary.turns == watch.summary.tool_calls == 3 * KEEP_IDS
+    assert len(parser._message_ids) == len(parser._tool_ids) == KEEP_IDS
+
+
+def test_controls_and_bidi_marks_do_not_reach_the_summary():
+    watch = AgentWatch("claude")
+    text = "ok\x9b31m \u202eevil\u202c \x1b]8;;x\x07 done"
+    watch.feed(lines_of({"type": "result", "is_error": True, "result": text}))
+    assert watch.failed == "ok 31m evil ]8;;x done"

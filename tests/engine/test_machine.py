@@ -28,6 +28,7 @@ ALLOWED = {
     ("RUNNING", "interrupt"): "INTERRUPTED",
     ("RUNNING", "finish"): "COMPLETED",
     ("RUNNING", "fail"): "FAILED",
+    ("IDLE", "detect_silence"): "IDLE",  # a new reason for the silence
     ("IDLE", "detect_activity"): "RUNNING",
     ("IDLE", "interrupt"): "INTERRUPTED",
     ("IDLE", "finish"): "COMPLETED",
@@ -101,7 +102,7 @@ def test_every_transition_is_allowed_or_raises(source: str, event: str):
     ("source", "event"),
     [
         ("CREATED", "finish"),
-        ("IDLE", "detect_silence"),
+        ("IDLE", "start"),
         ("RUNNING", "start"),
         ("CREATED", "detect_activity"),
         ("COMPLETED", "interrupt"),

@@ -355,26 +355,95 @@ async def test_input_typed_where_the_terminal_does_not_echo_is_not_kept():
     assert sent == [b"<hidden input>\n"]
 
 
-def test_send_and_close_from_another_thread_keep_their_order():
-    """From a thread other than the loop's, a send then a close_stdin (before the
-    command has started) reach the command in that order: nothing sent is lost."""
-    import asyncio
-    import threading
+async def test_send_and_close_from_another_thread_keep_their_order_and_raise_there():
+    """From a thread other than the loop's (terminal IPython's), a send then a
+    close_stdin before the command has started reach it in that order, and what the
+    loop refuses is raised in that thread."""
+    task = OneshotTask("cat", stdin=True)
+    task.bind_to_running_loop()
+    refused: list[BaseException] = []
 
-    async def main() -> OneshotTask:
-        task = OneshotTask("cat", stdin=True)
-        task.bind_to_running_loop()
+    def from_a_thread() -> None:
+        task.send("first\n")
+        try:
+            task.send(b"x" * (2 << 20))
+        except BufferError as exc:
+            refused.append(exc)
+        task.close_stdin()
 
-        def from_a_thread() -> None:
-            task.send("first\n")
-            task.close_stdin()
-
-        thread = threading.Thread(target=from_a_thread)
-        thread.start()
-        thread.join()
-        await task.run()
-        return task
-
-    task = asyncio.run(main())
-    assert task.state is TaskState.COMPLETED
+    await anyio.to_thread.run_sync(from_a_thread)
+    assert await task.run() is TaskState.COMPLETED
     assert task.read_output("stdout") == "first\n"
+    assert len(refused) == 1 and "has not started" in str(refused[0])
+
+
+async def test_input_sent_before_a_start_that_never_comes_is_not_recorded():
+    """Input waits for the command; a task stopped before it started never wrote it,
+    and its history holds no input."""
+    async with AsyncOrchestrator(limit=1) as orch:
+        blocker = orch.submit("sleep 30", grace=0.1)
+        queued = orch.submit("cat", stdin=True)
+        events: list = []
+        queued.listeners.append(events.append)
+        queued.send("never\n")
+        with pytest.raises(BufferError, match="has not started"):
+            queued.send(b"y" * (1 << 20))
+        queued.stop()
+        blocker.stop()
+    assert queued.state is TaskState.INTERRUPTED
+    assert queued.bytes_sent == 0
+    assert not [e for e in events if e.kind == "output"]
+
+
+async def test_a_terminal_takes_input_after_its_end_of_file():
+    """A terminal's end of file is a character, not a close: a program that reads to
+    the end of its input and then prompts can still be answered."""
+    task = OneshotTask('sort; read -p "again? " x; echo "then $x"', pty=True, idle_after=0.3)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_alone, task)
+        await task.wait_for(TaskState.IDLE)
+        task.send("b\na\n")
+        task.close_stdin()
+        await wait_for_line(task, "a")
+        assert task.accepts_input
+        await wait_until(lambda: task.output.endswith("again? "))
+        task.send("yes\n")
+    assert task.state is TaskState.COMPLETED
+    assert task.output.endswith("then yes\n")
+
+
+async def test_a_task_that_starts_reading_while_idle_says_so_then():
+    """Silent first (plain IDLE), then blocked reading: the reason follows, without
+    output to wake it (IDLE -> IDLE with the new reason)."""
+    task = OneshotTask("sleep 1; read x; echo got $x", stdin=True, idle_after=0.3)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_alone, task)
+        await task.wait_for(TaskState.IDLE)
+        assert task.reason is None
+        await wait_until(lambda: task.reason == WAITING_FOR_INPUT, timeout=5)
+        assert task.state is TaskState.IDLE
+        assert task.transitions[-1].source is TaskState.IDLE
+        task.send("z\n")
+    assert task.read_output("stdout") == "got z\n"
+
+
+async def test_a_prompt_on_dev_tty_or_on_a_thread_is_waiting_for_input():
+    """sudo and ssh ask on /dev/tty; some programs read on a thread of their own."""
+    for command in (
+        'read -p "password: " x < /dev/tty; echo ok',
+        py(
+            """
+            import threading
+            answer = []
+            reader = threading.Thread(target=lambda: answer.append(input("name? ")))
+            reader.start(); reader.join(); print("ok", answer[0])
+            """
+        ),
+    ):
+        task = OneshotTask(command, pty=True, idle_after=0.3)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_alone, task)
+            await wait_until(lambda t=task: t.reason == WAITING_FOR_INPUT, timeout=5)
+            task.send("me\n")
+        assert task.state is TaskState.COMPLETED, command
+        assert "ok" in task.output

@@ -151,6 +151,20 @@ def test_oneshot_rerun_runs_the_same_command_in_the_same_cwd_with_the_same_env(
     assert get_record(rerun.id).read_log() == rerun.output.encode()
 
 
+def test_oneshot_rerun_runs_in_a_terminal_of_the_same_size_read_as_the_same_agent(
+    ip, magics, db
+):
+    """A task run with --pty, --cols, --rows, --stdin or --agent reruns with them."""
+    command = "python3 -c 'import os; print(os.isatty(1), os.get_terminal_size().columns)'"
+    first = oneshot(ip, f"--quiet --pty --cols 77 --stdin --agent auto {command}")
+    eventually(lambda: first.done)
+    rerun = ip.run_line_magic("oneshot_rerun", f"--quiet {first.id}")
+    eventually(lambda: rerun.done)
+    options = rerun.options
+    assert (options.pty, options.cols, options.stdin, options.agent) == (True, 77, True, "auto")
+    assert rerun.output == first.output == "True 77\n"
+
+
 def test_oneshot_rerun_of_an_argv_task_runs_the_same_argv(ip, magics, db):
     """A task stored as an argv list reruns as that list, not as one shell string."""
     argv = ["echo", "$HOME", "a  b"]

@@ -3,6 +3,7 @@ byte-exact, and an agent's summary saved as it runs."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from pathlib import Path
@@ -97,3 +98,25 @@ async def test_a_garbled_agent_column_reads_as_no_summary(tmp_path):
         record = get_record(task.id, path=str(path))
         assert record.state is TaskState.COMPLETED
         assert record.agent is None or isinstance(record.agent.turns, int)
+
+
+async def test_an_agents_last_change_before_a_silence_is_saved(tmp_path):
+    """Changes that come within the save interval are not lost to a quiet agent: the
+    last one is saved at the interval's end, with the task still running."""
+    path = tmp_path / "history.sqlite3"
+    command = f"{sys.executable} {FAKE} claude ok --delay 0.02 | head -n -1; sleep 30"
+    async with stored_orchestrator(path) as (orch, store):
+        task = orch.submit(command, agent="claude", grace=0.2)
+        with anyio.fail_after(10):
+            while task.agent is None or task.agent.tool_calls < 3:
+                await anyio.sleep(0.05)
+        await anyio.sleep(2.5)  # past the interval that began with the first save
+
+        def saved_tools() -> int:
+            store.flush()
+            row = query(path, "SELECT agent FROM tasks WHERE id = ?", task.id)[0][0]
+            return json.loads(row)["tool_calls"]
+
+        assert not task.state.is_final
+        assert saved_tools() == 3
+        task.stop()
