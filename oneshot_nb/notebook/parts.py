@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import html
 import time
-from typing import Any
 
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_bool import ToggleButtonStyle

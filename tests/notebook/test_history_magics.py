@@ -151,9 +151,7 @@ def test_oneshot_rerun_runs_the_same_command_in_the_same_cwd_with_the_same_env(
     assert get_record(rerun.id).read_log() == rerun.output.encode()
 
 
-def test_oneshot_rerun_runs_in_a_terminal_of_the_same_size_read_as_the_same_agent(
-    ip, magics, db
-):
+def test_oneshot_rerun_runs_in_a_terminal_of_the_same_size_read_as_the_same_agent(ip, magics, db):
     """A task run with --pty, --cols, --rows, --stdin or --agent reruns with them."""
     command = "python3 -c 'import os; print(os.isatty(1), os.get_terminal_size().columns)'"
     first = oneshot(ip, f"--quiet --pty --cols 77 --stdin --agent auto {command}")

@@ -16,6 +16,7 @@ from helpers import py, stored_orchestrator, wait_until
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
 from oneshot_nb.engine.events import notify
 from oneshot_nb.notebook.history_view import HistoryTable, log_tail
+from oneshot_nb.notebook.input_line import InputLine
 from oneshot_nb.notebook.views import UPDATE_INTERVAL, LogView, TaskTable, TaskView, batch_view
 from oneshot_nb.render.markup import tokens_text
 from oneshot_nb.storage import records
@@ -40,10 +41,15 @@ def widgets_in(widget: widgets.Widget) -> list[widgets.Widget]:
 
 
 def submit(view: TaskView, text: str) -> None:
-    """Type `text` and press Enter, as the frontend does: the value, then "submit"."""
+    """Type `text` and press Enter (or Send), as the page does: one message with the text."""
     assert view.input_bar is not None
-    view.input_bar.box.value = text
-    view.input_bar.box._handle_custom_msg({"event": "submit"}, [])
+    view.input_bar.line._handle_custom_msg({"event": "send", "text": text}, [])
+
+
+def end_input(view: TaskView) -> None:
+    """Press EOF, as the page does."""
+    assert view.input_bar is not None
+    view.input_bar.line._handle_custom_msg({"event": "eof"}, [])
 
 
 def fake_agent(kind: str = "claude", scenario: str = "ok", delay: float = 0.01) -> list[str]:
@@ -55,9 +61,9 @@ def fake_agent(kind: str = "claude", scenario: str = "ok", delay: float = 0.01) 
 
 async def test_a_terminal_waiting_for_input_says_so_and_send_answers_it():
     """A pty task blocked in input() shows "waiting for input" beside the box; Send
-    writes the line and a newline and empties the box; the log shows the line once
-    (the terminal's echo), not again as the stdin it was sent as; the box hides once
-    the task has ended."""
+    writes the line and a newline (the page empties the box); the log shows the line
+    once (the terminal's echo), not again as the stdin it was sent as; the box hides
+    once the task has ended."""
     async with AsyncOrchestrator() as orch:
         task = orch.submit(py(ASK), pty=True, idle_after=0.3)
         view = TaskView(task)
@@ -65,9 +71,7 @@ async def test_a_terminal_waiting_for_input_says_so_and_send_answers_it():
         assert bar is not None and bar.layout.display is None
         await wait_until(lambda: "waiting for input" in bar.waiting.value, timeout=10)
         assert task.state is TaskState.IDLE
-        bar.box.value = "yes"
-        bar.send_button.click()
-        assert bar.box.value == ""
+        submit(view, "yes")
         assert bar.note.value == ""
         assert await task.wait() is TaskState.COMPLETED
         assert shown_lines(view.log_view) == ["continue? yes", "got yes"]
@@ -85,7 +89,7 @@ async def test_a_pipe_task_shows_its_input_in_its_log_and_eof_ends_it():
         submit(view, "hello")
         submit(view, "<b>there</b>")
         assert view.input_bar is not None
-        view.input_bar.eof_button.click()
+        end_input(view)
         assert view.input_bar.layout.display == "none"  # at once, not at the next tick
         assert await task.wait() is TaskState.COMPLETED
         expected = ["hello", "<b>there</b>", "hello", "<b>there</b>"]
@@ -93,9 +97,9 @@ async def test_a_pipe_task_shows_its_input_in_its_log_and_eof_ends_it():
         assert shown_lines(LogView(task)) == expected
 
 
-async def test_a_refused_send_is_said_beside_the_box_and_raises_nothing():
-    """A line the task cannot take (more than 1 MiB unread waits already) leaves the box
-    as it was and says why in one line; the next line that goes through clears it."""
+async def test_a_refused_send_is_said_beside_the_box_and_raises_nothing(monkeypatch):
+    """A line the task cannot take (more than 1 MiB unread waits already) goes back to
+    the box (which the page emptied on sending) and why is said in one line."""
     async with AsyncOrchestrator(idle_after=None) as orch:
         task = orch.submit(py("import time; time.sleep(30)"), stdin=True)
         await task.wait_for("RUNNING")
@@ -104,28 +108,29 @@ async def test_a_refused_send_is_said_beside_the_box_and_raises_nothing():
         with pytest.raises(BufferError):
             for _ in range(20):
                 task.send(b"x" * (256 << 10))
+        to_page: list[dict] = []
+        monkeypatch.setattr(view.input_bar.line, "send", to_page.append)
         line = "y" * (300 << 10)
-        view.input_bar.box.value = line
-        view.input_bar.send_button.click()
-        assert view.input_bar.box.value == line
+        submit(view, line)
+        assert to_page == [{"event": "refused", "text": line}]
         note = view.input_bar.note.value
         assert "has not read" in note and "oneshot-input-note" in note
         assert len(note) < 400 and "\n" not in note
-        view.input_bar.box.value = "z"
         task.stop()
         await task.wait()
-        view.input_bar.send()  # the task has ended: refused, said
+        submit(view, "z")  # the task has ended: refused, said
         assert "has ended" in view.input_bar.note.value
+        assert to_page[-1] == {"event": "refused", "text": "z"}
 
 
 async def test_a_task_without_input_has_no_input_box():
-    """Only a task started with pty or stdin gets a text box."""
+    """Only a task started with pty or stdin gets a line of input."""
     async with AsyncOrchestrator() as orch:
         task = orch.submit(py("print('hi')"))
         view = TaskView(task)
         await task.wait()
         assert view.input_bar is None
-        assert not any(isinstance(w, widgets.Text) for w in widgets_in(view))
+        assert not any(isinstance(w, InputLine) for w in widgets_in(view))
 
 
 async def test_a_batch_row_says_its_task_waits_for_input():
