@@ -16,11 +16,12 @@ from .machine import TaskState
 
 logger = logging.getLogger("oneshot_nb")
 
-EventKind = Literal["submitted", "transition", "output", "agent", "settled", "dropped"]
+EventKind = Literal["submitted", "transition", "output", "agent", "usage", "settled", "dropped"]
 Listener = Callable[["TaskEvent"], None]
 # What a slow subscriber may lose (counted, and said by a `dropped` event): an agent
-# event comes with a line of output, and as often; the state it says is the task's.
-DROPPABLE = frozenset({"output", "agent"})
+# event comes with a line of output, and as often, a usage event every second; what
+# they say is the task's own state.
+DROPPABLE = frozenset({"output", "agent", "usage"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,8 @@ class TaskEvent:
     one may say why: "waiting for input"); an output chunk carries `stream` ("stdout",
     "stderr", or "stdin" for input sent to the task), the raw `data` and its decoded
     `text` (empty when every listener has said it wants bytes only, see `OutputWanted`).
-    An `agent` event says an agent task's summary (`task.agent`) changed.
+    An `agent` event says an agent task's summary (`task.agent`) changed, a `usage`
+    event that its CPU and memory were sampled (`task.usage`).
     A `dropped` event stands where a slow subscriber lost `count` output events; its
     `task_id` is that of the first event lost.
     """

@@ -27,6 +27,9 @@ HIDDEN_INPUT = b"<hidden input>"
 # Input sent before the command starts waits here, at most this much (as much as may
 # wait unread once it runs).
 EARLY_INPUT_LIMIT = 1 << 20
+# How long a send from another thread waits for the loop to take it, to raise there
+# what the loop refuses; past that it is left to run when the loop is free.
+LOOP_WAIT = 1.0
 
 
 class Input:
@@ -45,7 +48,7 @@ class Input:
         if not self.takes_input or self.state.is_final:
             return False
         if self._early_close and not self.options.pty:
-            return False
+            return False  # a pipe closed for good
         stdin = getattr(self._process, "stdin", None)
         return stdin is None or not stdin.closed
 
@@ -89,12 +92,16 @@ class Input:
             fn(*args)
             return
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        waiting = [True]
 
         def call() -> None:
             try:
                 fn(*args)
-            except BaseException as exc:
-                done.set_exception(exc)
+            except Exception as exc:
+                if waiting[0]:
+                    done.set_exception(exc)
+                else:  # the caller stopped waiting: said here, or never
+                    logger.warning("oneshot_nb: task %s: %s", self.id, exc)
             else:
                 done.set_result(None)
 
@@ -102,7 +109,13 @@ class Input:
             loop.call_soon_threadsafe(call)
         except RuntimeError:  # the loop has closed: nothing runs any more
             raise ValueError(f"task {self.id}: its event loop has closed") from None
-        done.result()
+        try:
+            done.result(LOOP_WAIT)
+        except concurrent.futures.TimeoutError:
+            # The loop is busy, or is the very thread that waits for this one (a cell
+            # that joins a thread pool): waiting more could wait for ever. It runs,
+            # in order, once the loop is free.
+            waiting[0] = False
 
     # -- on the loop --------------------------------------------------------------------
 
@@ -112,12 +125,13 @@ class Input:
         self._check_input("send to")  # again: it may have ended since, on the loop
         stdin = getattr(self._process, "stdin", None)
         if stdin is None:
-            if len(self._early_input) + len(data) > EARLY_INPUT_LIMIT:
+            if self._early_bytes + len(data) > EARLY_INPUT_LIMIT:
                 raise BufferError(
                     f"task {self.id} has not started; at most"
                     f" {EARLY_INPUT_LIMIT >> 10} KiB may wait for it"
                 )
-            self._early_input += data  # recorded once it is written
+            self._early_input.append(data)  # recorded once it is written
+            self._early_bytes += len(data)
             return
         self._write_input(stdin, data)
 
@@ -155,10 +169,13 @@ class Input:
             return
         stdin = getattr(self._process, "stdin", None)
         if stdin is None:
-            self._early_close = True  # once it starts, after what was sent before
+            self._early_input.append(None)  # once it starts, after what was sent before
         else:
-            stdin.close()
-            self._early_close = not self.options.pty
+            try:
+                stdin.close()
+            except ValueError as exc:  # a terminal without an end-of-file character
+                raise ValueError(f"cannot end the input of task {self.id}: {exc}") from None
+        self._early_close = True
 
     def _input_started(self) -> None:
         """Once the command runs: write what was sent before, then the end of input if
@@ -166,14 +183,16 @@ class Input:
         stdin = getattr(self._process, "stdin", None)
         if stdin is None:
             return
-        early, self._early_input = bytes(self._early_input), bytearray()
-        if early:
+        early, self._early_input, self._early_bytes = self._early_input, [], 0
+        for item in early:
             try:
-                self._write_input(stdin, early)
+                if item is None:
+                    stdin.close()
+                else:
+                    self._write_input(stdin, item)
             except (ValueError, BufferError) as exc:  # the command closed it at once
                 logger.warning("oneshot_nb: task %s: input sent early was lost: %s", self.id, exc)
-        if self._early_close:
-            self._close_now()
+                return
 
     def _check_input(self, doing: str) -> None:
         if not self.takes_input:

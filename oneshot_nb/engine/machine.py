@@ -1,4 +1,4 @@
-"""The task lifecycle: six states, six events, and nothing else."""
+"""The task lifecycle: six states, seven events, and nothing else."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ logger = logging.getLogger("oneshot_nb")
 class TaskState(str, Enum):
     """The state of a task, as its `OneshotStateMachine` holds it."""
 
-    CREATED = "CREATED"  # waiting for a slot; no process yet
+    CREATED = "CREATED"  # waiting for a slot, its dependencies or a retry; no process
     RUNNING = "RUNNING"  # process alive and writing output
     IDLE = "IDLE"  # process alive but silent for longer than `idle_after`
     INTERRUPTED = "INTERRUPTED"  # stopped by the user, a timeout or a shutdown
@@ -71,6 +71,9 @@ class OneshotStateMachine(StateMachine):
     # stopped, waiting for input) without leaving it.
     detect_silence = RUNNING.to(IDLE) | IDLE.to.itself()
     detect_activity = IDLE.to(RUNNING)
+    # A failed attempt of a task given retries: back to waiting for the next one (from
+    # CREATED itself when it failed to spawn).
+    retry = CREATED.from_(CREATED, RUNNING, IDLE)
     interrupt = INTERRUPTED.from_(CREATED, RUNNING, IDLE)
     finish = COMPLETED.from_(RUNNING, IDLE)
     fail = FAILED.from_(CREATED, RUNNING, IDLE)

@@ -22,6 +22,12 @@ DEFAULT_GRACE = 5.0
 DEFAULT_MAX_LOG_BYTES = 1 << 20
 # A terminal that fits a notebook's log: wide enough for a test runner's lines, and a
 # full-screen program (out of scope) at least draws in a familiar size.
+DEFAULT_RETRY_DELAY = 1.0
+# A retry waits twice as long as the one before, up to this (or the first delay, if
+# longer): a command that keeps failing is not hammered, nor left for hours.
+RETRY_DELAY_CAP = 60.0
+# What may be retried beyond a failed command (--retry-on): a spawn that failed.
+RETRY_ON = ("spawn",)
 DEFAULT_COLS = 120
 DEFAULT_ROWS = 30
 _NO_ENV: Mapping[str, str] = MappingProxyType({})
@@ -45,6 +51,10 @@ class TaskOptions:
     `agent` ("auto", "claude", "gemini", "codex") reads its output as that agent CLI's
     stream of JSON events and keeps a summary of its progress.
 
+    `retries` runs a command that fails again, up to that many more times, after
+    `retry_delay` seconds, doubled for each retry up to RETRY_DELAY_CAP. A stop or a
+    timeout is never retried; a spawn that fails only if `retry_on` has "spawn".
+
     The default `idle_after` of 10 s is long enough that a compiler or a training loop
     between log lines is not called idle, short enough that a hung agent shows soon.
     The default `grace` of 5 s gives a process time to flush and clean up after SIGTERM.
@@ -62,6 +72,9 @@ class TaskOptions:
     rows: int = DEFAULT_ROWS
     stdin: bool = False
     agent: str | None = None
+    retries: int = 0
+    retry_delay: float = DEFAULT_RETRY_DELAY
+    retry_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -71,6 +84,10 @@ class TaskOptions:
         check_size("cols", self.cols)
         check_size("rows", self.rows)
         check_agent(self.agent)
+        check_retries(self.retries)
+        _check_seconds("retry_delay", self.retry_delay, zero_ok=True)
+        object.__setattr__(self, "retry_delay", float(self.retry_delay))
+        object.__setattr__(self, "retry_on", check_retry_on(self.retry_on))
         put = object.__setattr__  # frozen: the checked forms replace what was given
         put(self, "idle_after", _never_as_none(self.idle_after))
         put(self, "timeout", _never_as_none(self.timeout))
@@ -234,6 +251,34 @@ def _check_max_log_bytes(value: Any) -> None:
         raise TypeError(f"max_log_bytes must be {rule}, got {type(value).__name__}")
     if value < 0:
         raise ValueError(f"max_log_bytes must be {rule}, got {value!r}")
+
+
+def check_retries(value: Any) -> int:
+    """How many more times a failed command runs: 0 to 1000."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"retries must be a whole number, got {type(value).__name__}")
+    if not 0 <= value <= 1000:
+        raise ValueError(f"retries must be 0 to 1000, got {value!r}")
+    return value
+
+
+def check_retry_on(value: Any) -> tuple[str, ...]:
+    """What else is retried: names of RETRY_ON (a str is one name)."""
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (tuple, list, frozenset, set)):
+        raise TypeError(
+            f"retry_on must be a name or names of {RETRY_ON}, got {type(value).__name__}"
+        )
+    for name in names:
+        if name not in RETRY_ON:
+            raise ValueError(f"retry_on takes {', '.join(RETRY_ON)}, got {name!r:.40}")
+    return tuple(sorted(set(names)))
+
+
+def retry_delay(first: float, retry: int) -> float:
+    """The wait before retry number `retry` (1 for the first): `first`, doubled for
+    each retry before it, at most RETRY_DELAY_CAP (or `first`, if longer)."""
+    return min(first * 2 ** min(retry - 1, 64), max(first, RETRY_DELAY_CAP))
 
 
 def check_size(name: str, value: Any) -> int:

@@ -20,16 +20,19 @@ from anyio.abc import TaskGroup
 from ..runners import LocalRunner, Runner, end_groups_now
 from .batch import Batch
 from .events import EventHub, Listener, Subscription, TaskEvent
+from .halt import FAIL_FAST
 from .machine import TaskState
 from .options import (
     UNSET,
     Command,
     TaskOptions,
+    check_flag,
     check_runner,
     with_changes,
 )
 from .slots import Slots
 from .task import OneshotTask
+from .usage import UsageMeter
 
 logger = logging.getLogger("oneshot_nb")
 
@@ -116,6 +119,8 @@ class AsyncOrchestrator:
         self._pending: list[tuple[OneshotTask, Slots | None]] = []
         self._host: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        # One timer samples what every running task costs (CPU, memory).
+        self.usage_meter = UsageMeter()
 
     # -- registry and state -----------------------------------------------------------
 
@@ -168,6 +173,24 @@ class AsyncOrchestrator:
             ids = ", ".join(task.id for task in live)
             raise KeyError(f"{len(live)} tasks named {key!r} have not ended: {ids}; give an id")
         return live[0] if live else found[-1]
+
+    def _tasks_named(self, after: Any) -> list[OneshotTask]:
+        """`after` as tasks: each a task of this orchestrator, or its id or name."""
+        if isinstance(after, (str, OneshotTask)):
+            after = [after]
+        if not isinstance(after, Sequence):
+            raise TypeError(
+                f"after must be a list of tasks, ids or names, got {type(after).__name__}"
+            )
+        tasks = []
+        for item in after:
+            if isinstance(item, str):
+                try:
+                    item = self.get(item)
+                except KeyError as exc:
+                    raise ValueError(f"after: {exc.args[0]}") from None
+            tasks.append(item)
+        return tasks
 
     def find(self, key: str) -> list[OneshotTask]:
         """The task with this id, or else every task with this name, oldest first."""
@@ -230,6 +253,10 @@ class AsyncOrchestrator:
         rows: int = UNSET,
         stdin: bool = UNSET,
         agent: str | None = UNSET,
+        retries: int = UNSET,
+        retry_delay: float = UNSET,
+        retry_on: tuple[str, ...] = UNSET,
+        after: Sequence[OneshotTask | str] = (),
         slots: Slots | None = None,
         options: TaskOptions | None = None,
         runner: Runner | None = None,
@@ -241,7 +268,8 @@ class AsyncOrchestrator:
         The task's options are `options` (by default the orchestrator's own) with any
         given here replacing theirs. `slots` runs the task under another limit than the
         orchestrator's (a batch's); `runner` runs it elsewhere than the orchestrator's
-        runner does.
+        runner does. `after` names tasks (objects, ids or names, see `get`) that must
+        COMPLETE before it runs.
         """
         self._check_open()
         if slots is not None and not isinstance(slots, Slots):
@@ -260,6 +288,10 @@ class AsyncOrchestrator:
             rows=rows,
             stdin=stdin,
             agent=agent,
+            retries=retries,
+            retry_delay=retry_delay,
+            retry_on=retry_on,
+            after=self._tasks_named(after),
             options=self.options if options is None else options,
             runner=self.runner if runner is None else runner,
         )
@@ -270,6 +302,7 @@ class AsyncOrchestrator:
         publish = self._hub.publish
         task.listeners.append(publish)
         task.output_wanted = self._hub.wanted_with(task.listeners, publish)
+        self.usage_meter.watch(task)
         self._hub.publish(TaskEvent(task.id, "submitted", time.time()))
         if self._group is not None:
             self._group.start_soon(self._run, task, slots, name=f"oneshot {task.id}")
@@ -283,17 +316,29 @@ class AsyncOrchestrator:
         *,
         limit: int | None = None,
         fail_fast: bool = False,
+        halt: str | None = None,
+        names: Sequence[str | None] | None = None,
+        after: Sequence[Sequence[str]] | None = None,
         runner: Runner | None = None,
         **options: Any,
     ) -> Batch:
         """Submit several commands that run at most `limit` at a time (by default the
         orchestrator's limit), under slots of their own: each sees ONESHOT_SLOT in
-        0 .. limit-1. `options` are those of `submit` (but `slots`) and apply to every
-        task. Every argument is checked before any task is submitted.
+        0 .. limit-1. `options` are those of `submit` (but `slots` and `after`) and
+        apply to every task. `halt` is a rule such as "now,fail=1" (see halt.py;
+        `fail_fast` is "soon,fail=1"). `names` names the lines (None for one its command
+        names), and `after` gives each line the names of the lines it runs after; a
+        cycle is refused. Every argument is checked before any task is submitted.
         """
         self._check_open()
         limit = self.limit if limit is None else limit
-        return Batch.submit(self.submit, commands, self.options, limit, fail_fast, runner, options)
+        check_flag("fail_fast", fail_fast)
+        if fail_fast and halt is not None:
+            raise ValueError("give fail_fast or halt, not both (fail_fast is halt='soon,fail=1')")
+        rule = FAIL_FAST if fail_fast else halt
+        return Batch.submit(
+            self.submit, commands, self.options, limit, rule, runner, options, names, after
+        )
 
     async def _run(self, task: OneshotTask, slots: Slots | None) -> None:
         try:

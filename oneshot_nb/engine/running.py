@@ -25,7 +25,9 @@ class Running(Supervision):
     """Running the command once (see OneshotTask for the state used)."""
 
     async def run(self, slots: Slots | None = None) -> TaskState:
-        """Wait for a slot, run the command to its end, and return the final state.
+        """Wait for the tasks it runs after, then for a slot, run the command to its
+        end (again, after a delay, while it fails and has retries left), and return the
+        final state.
 
         On cancellation the process group is terminated (SIGKILL after `grace`) and
         reaped inside a shielded scope, the task ends INTERRUPTED with reason
@@ -42,10 +44,15 @@ class Running(Supervision):
         except RuntimeError:
             pass  # another backend: stop() must then be called from the loop's thread
         try:
-            if slots is None:
-                await self._run_when_allowed()
-            else:
-                await self._run_in_slot(slots)
+            if not self.after or await self._wait_for_dependencies():
+                while True:
+                    if slots is None:
+                        await self._run_when_allowed()
+                    else:
+                        await self._run_in_slot(slots)
+                    retrying = self.machine.CREATED.is_active and self.attempts
+                    if not retrying or not await self._wait_to_retry():
+                        break
         except BaseException:
             self.interrupt("shutdown")  # cancelled before the process started
             raise
@@ -74,6 +81,7 @@ class Running(Supervision):
 
     async def _execute(self) -> None:
         env = {**self._environ, **self.env, "ONESHOT_TASK_ID": self.id}
+        env["ONESHOT_ATTEMPT"] = str(self.attempt)
         if self.slot is not None:
             env["ONESHOT_SLOT"] = str(self.slot)
         process = None
@@ -112,7 +120,10 @@ class Running(Supervision):
     def _start_failed(self, error: str) -> None:
         self.error = error
         if self.machine.CREATED.is_active:
-            self.machine.fail(reason="spawn error")
+            if "spawn" in self.options.retry_on:
+                self._fail_or_retry("spawn error")
+            else:
+                self.machine.fail(reason="spawn error")
 
     async def _supervise(self, process: Handle) -> None:
         self.pid = process.pid
@@ -124,7 +135,9 @@ class Running(Supervision):
                 await end_group(group, 0)  # stopped while spawning: it never gets to run
                 await self._reap()
             return
-        self.started_at = time.time()
+        self._attempt_started = time.time()
+        if self.started_at is None:  # the first attempt's: the task's elapsed time
+            self.started_at = self._attempt_started
         self.last_activity = time.monotonic()
         self._stopped = anyio.Event()
         self._stdout_done, self._stderr_done = anyio.Event(), anyio.Event()

@@ -32,6 +32,9 @@ DRAIN_LIMIT = 1.0
 # How often an IDLE task that takes input is looked at again: did it begin (or stop)
 # waiting for input? One shared look at /proc serves every task (see procfs.members).
 INPUT_RECHECK = 1.0
+# A program that reads, then works, then reads again, all in silence, changes the
+# reason each time: at most this many changes a spell of silence are said (and stored).
+REASON_CHANGES = 10
 DRAIN_GATED_CAP = 30.0
 OUTPUT_CUT_NOTE = (
     b"\n[oneshot_nb] output cut after the stop: a process outside the task's process group"
@@ -49,14 +52,14 @@ class Supervision:
         if isinstance(self.lost, RunnerStopped):
             self.machine.interrupt(reason=self.lost.reason)
         elif self.lost is not None:
-            self.machine.fail(reason=self.lost.reason)
+            self._fail_or_retry(self.lost.reason)
         elif self._agent_watch is not None and self._agent_watch.failed:
             # The agent said it failed, whatever its exit code: its message is why.
-            self.machine.fail(reason=self._agent_watch.failed)
+            self._fail_or_retry(self._agent_watch.failed)
         elif code == 0:
             self.machine.finish(reason="exit")
         else:
-            self.machine.fail(reason="signal" if code is not None and code < 0 else "exit")
+            self._fail_or_retry("signal" if code is not None and code < 0 else "exit")
 
     async def _runner_fault(self, exc: Exception) -> None:
         """The runner lost the command, or failed to give its exit or its output: kept,
@@ -156,29 +159,39 @@ class Supervision:
         every INPUT_RECHECK: a new answer is a new reason (IDLE -> IDLE). Returns once
         the task has ended."""
         assert self.idle_after is not None
-        while not self.state.is_final:
+        changes = 0  # of the reason, in this spell of silence
+        while self._process_runs():
             if self.machine.RUNNING.is_active:
+                changes = 0
                 silent = time.monotonic() - self.last_activity
                 if silent >= self.idle_after:
                     self._say_why_silent()
                     continue
                 await self._sleep_or_wake(self.idle_after - silent)
-            elif self.machine.IDLE.is_active and self.takes_input:
+            elif self.takes_input and changes < REASON_CHANGES:
                 await self._sleep_or_wake(INPUT_RECHECK)
-                if self.machine.IDLE.is_active:
-                    self._say_why_silent(only_if_new=True)
+                if self.machine.IDLE.is_active and self._say_why_silent(only_if_new=True):
+                    changes += 1
             else:
                 await self._sleep_or_wake(None)
 
-    def _say_why_silent(self, only_if_new: bool = False) -> None:
+    def _process_runs(self) -> bool:
+        """RUNNING or IDLE: not ended, nor back in CREATED for a retry."""
+        return self.machine.RUNNING.is_active or self.machine.IDLE.is_active
+
+    def _say_why_silent(self, only_if_new: bool = False) -> bool:
+        """IDLE, saying whether it waits for input; False when `only_if_new` and the
+        reason has not changed."""
         reason = WAITING_FOR_INPUT if self._waits_for_input() else None
-        if not only_if_new or reason != self.reason:
-            self.machine.detect_silence(reason=reason)
+        if only_if_new and reason == self.reason:
+            return False
+        self.machine.detect_silence(reason=reason)
+        return True
 
     async def _watch_timeout(self) -> None:
         assert self.timeout is not None
-        deadline = time.monotonic() + self.timeout
-        while not self.state.is_final:
+        deadline = time.monotonic() + self.timeout  # of each attempt
+        while self._process_runs():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.interrupt("timeout")

@@ -9,7 +9,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -36,7 +36,9 @@ from .options import (
     with_changes,
 )
 from .output import BoundedLog
+from .policies import Attempt, Policies
 from .running import Running
+from .usage import Usage
 
 __all__ = ["DEFAULT_GRACE", "DEFAULT_IDLE_AFTER", "DEFAULT_MAX_LOG_BYTES", "OneshotTask"]
 
@@ -44,7 +46,7 @@ logger = logging.getLogger("oneshot_nb")
 LOCAL = LocalRunner()  # what a task runs on when it is given no runner
 
 
-class OneshotTask(Running, Input):
+class OneshotTask(Running, Input, Policies):
     """A shell command (or argv list) run in the background, with a lifecycle.
 
     `machine` is the single source of truth for the state; `state`, `reason` and the
@@ -54,8 +56,10 @@ class OneshotTask(Running, Input):
 
     The options come from `options` (a TaskOptions, checked once), with any of `name`,
     `idle_after`, `timeout`, `grace`, `cwd`, `env`, `max_log_bytes`, `pty`, `stdin` and
-    `agent` given here replacing its own (see TaskOptions for their defaults and why).
-    `runner` says where the command runs: by default, on this machine.
+    `agent`, `retries`, `retry_delay` and `retry_on` given here replacing its own (see
+    TaskOptions for their defaults and why). `runner` says where the command runs: by
+    default, on this machine. `after` holds tasks it waits for: it runs once each has
+    COMPLETED, and fails without running ("dependency failed: NAME") if one did not.
     """
 
     def __init__(
@@ -74,6 +78,10 @@ class OneshotTask(Running, Input):
         rows: int = UNSET,
         stdin: bool = UNSET,
         agent: str | None = UNSET,
+        retries: int = UNSET,
+        retry_delay: float = UNSET,
+        retry_on: tuple[str, ...] = UNSET,
+        after: Sequence[OneshotTask] = (),
         task_id: str | None = None,
         options: TaskOptions | None = None,
         runner: Runner | None = None,
@@ -92,8 +100,12 @@ class OneshotTask(Running, Input):
             "rows": rows,
             "stdin": stdin,
             "agent": agent,
+            "retries": retries,
+            "retry_delay": retry_delay,
+            "retry_on": retry_on,
         }
         self.options = with_changes(options, given)
+        self.after: list[OneshotTask] = check_after(after)
         self.runner: Runner = LOCAL if runner is None else check_runner(runner)
         check_features(self.runner, self.options)
         # Fixed now, not at spawn: a task that waits for a slot runs where, and with the
@@ -122,9 +134,16 @@ class OneshotTask(Running, Input):
         self.output_wanted: Callable[[], OutputWanted] | None = None
         self.bytes_written = {"stdout": 0, "stderr": 0}
         self.bytes_sent = 0  # input given to `send`
-        # Input sent before the command started, written once it has; b"" for none.
-        self._early_input = bytearray()
-        self._early_close = False
+        self.usage: Usage | None = None  # its CPU and memory, sampled while it runs
+        self.attempt = 1  # which run of its command this is (see `retries`)
+        self.attempts: list[Attempt] = []  # those that ended, for a task with retries
+        self.retry_at: float | None = None  # when the next attempt starts, while it waits
+        self._attempt_started: float | None = None
+        # Input sent before the command started, in order (None: an end of input asked
+        # for then), written once it has.
+        self._early_input: list[bytes | None] = []
+        self._early_bytes = 0
+        self._early_close = False  # close_stdin was called (for a pipe: no more input)
         self._agent_watch = AgentWatch(self.options.agent) if self.options.agent else None
         # True when a stop closed pipes that a process outside the group held open.
         self.output_cut = False
@@ -332,9 +351,12 @@ class OneshotTask(Running, Input):
             self.reason = reason
             self.ended_at = now
         else:
-            # IDLE may say why ("waiting for input"); RUNNING and CREATED have none.
-            reason = reason if target is TaskState.IDLE else None
+            # IDLE may say why ("waiting for input"), and a retry why the attempt failed;
+            # RUNNING has none.
+            reason = reason if target is TaskState.IDLE or event == "retry" else None
             self.reason = reason
+        if event == "retry" or target.is_final:
+            self._note_attempt(reason or "", now)
         self.transitions.append(Transition(event, source, target, now, reason))
         self._idle = target is TaskState.IDLE
         if self.listeners:
@@ -369,6 +391,17 @@ class OneshotTask(Running, Input):
             )
         if self._done is not None:
             self._done.set()
+
+
+def check_after(after: object) -> list[OneshotTask]:
+    """The tasks a task runs after: a sequence of OneshotTask (a cycle cannot be made of
+    tasks that exist already; a batch orders its own lines, see batch.py)."""
+    if isinstance(after, (str, bytes, OneshotTask)) or not isinstance(after, Sequence):
+        raise TypeError(f"after must be a list of tasks, got {type(after).__name__}")
+    for task in after:
+        if not isinstance(task, OneshotTask):
+            raise TypeError(f"after must be a list of tasks, got a {type(task).__name__}")
+    return list(dict.fromkeys(after))
 
 
 def check_features(runner: Runner, options: TaskOptions) -> None:

@@ -116,6 +116,8 @@ class HistoryMagics(Magics):
         # In a terminal, with input, read as an agent, as it was (a stored value this
         # version does not know is left out; a wrong one is refused by the submit).
         terminal = {name: value for name, value in record.terminal.items() if name in TERMINAL}
+        if record.pty and not terminal:  # its options unreadable: a terminal, as it had
+            terminal = {"pty": True}
         task = self.session.submit(
             record.command, name=record.name, cwd=record.cwd, env=env, **terminal
         )

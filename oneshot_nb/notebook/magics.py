@@ -19,6 +19,7 @@ from ..engine.options import (
     TaskOptions,
 )
 from .parsing import (
+    batch_line,
     check_cwd,
     first_word,
     given_options,
@@ -143,8 +144,9 @@ class OneshotMagics(Magics):
         given = given_options(args)
         self.session.check_options(name=args.name, cwd=cwd, env=env, **given)
         runner = self.session.runner_for(args.cluster, given=True)
+        after = [key.strip() for key in args.after.split(",") if key.strip()] if args.after else []
         task = self.session.submit(
-            command, name=args.name, cwd=cwd, env=env, runner=runner, **given
+            command, name=args.name, cwd=cwd, env=env, runner=runner, after=after, **given
         )
         self.session.show(task, args.quiet)
         return task
@@ -152,7 +154,12 @@ class OneshotMagics(Magics):
     @magic_arguments()
     @argument("--limit", type=whole_number, metavar="N", help="How many run at once.")
     @task_options
-    @argument("--fail-fast", action="store_true", help="Stop the rest when one fails.")
+    @argument("--fail-fast", action="store_true", help="Short for --halt soon,fail=1.")
+    @argument(
+        "--halt",
+        metavar="RULE",
+        help="Stop the batch: soon|now,fail=N|P%% or soon|now,success=N|P%% (as GNU parallel).",
+    )
     @argument("--out", metavar="NAME", help="Also store the batch in this variable.")
     @cell_magic
     def oneshot_parallel(self, line: str, cell: str) -> Batch:
@@ -160,7 +167,9 @@ class OneshotMagics(Magics):
 
         Each command sees ONESHOT_SLOT (0 .. limit-1, the slot it holds) and
         ONESHOT_TASK_ID in its environment. Blank lines and lines starting with # are
-        skipped; {var} and $var expand as in !cmd. Example::
+        skipped; {var} and $var expand as in !cmd. A line may start with a name and
+        the lines it runs after: `test after build, lint: make test` (`build: make`
+        names a line; `after build: ...` only orders it). Example::
 
             %%oneshot_parallel --limit 2 --out jobs
             python train.py --seed 1
@@ -172,20 +181,32 @@ class OneshotMagics(Magics):
         ):
             # A dunder name (__builtins__, __name__) is the shell's own, not a variable.
             raise UsageError(f"--out takes a variable name, got {args.out!r}")
-        commands = []
+        lines = []
         for text in cell.splitlines():
             text = text.strip()
             if text and not text.startswith("#"):
                 # depth=2 reaches the cell's frame (run_cell_magic's caller): a smaller
                 # depth would let this method's locals (line, cell, args) shadow the user's.
-                commands.append(self.shell.var_expand(text, depth=2))
-        if not commands:
+                lines.append(batch_line(self.shell.var_expand(text, depth=2)))
+        if not lines:
             raise UsageError("the cell has no commands: write one command per line")
+        if args.fail_fast and args.halt:
+            raise UsageError("give --fail-fast or --halt, not both (--fail-fast is soon,fail=1)")
+        if args.after:
+            raise UsageError("--after is for %oneshot; in a batch, write 'NAME after OTHER: CMD'")
         given = given_options(args)
         self.session.check_options(**given)
+        commands, names, after = zip(*lines, strict=True)
         runner = self.session.runner_for(args.cluster, given=True)
         batch = self.session.submit_batch(
-            commands, limit=args.limit, fail_fast=args.fail_fast, runner=runner, **given
+            list(commands),
+            limit=args.limit,
+            fail_fast=args.fail_fast,
+            halt=args.halt,
+            names=list(names),
+            after=list(after) if any(after) else None,
+            runner=runner,
+            **given,
         )
         if args.out:
             self.shell.user_ns[args.out] = batch

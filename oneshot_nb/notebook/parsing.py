@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shlex
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 
 from ..agents import AGENT_KINDS
+from ..engine.options import RETRY_ON
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,6 +68,15 @@ def task_options(magic: F) -> F:
             help="Run on Dask workers: local:N, or a scheduler's tcp://host:port"
             " ('none': on this machine, whatever %%config says).",
         ),
+        argument("--retries", type=retry_count, metavar="N", help="Run a failed task again."),
+        argument(
+            "--retry-delay",
+            type=grace_seconds,
+            metavar="SECONDS",
+            help="Before the first retry (1), doubled for each next.",
+        ),
+        argument("--retry-on", choices=RETRY_ON, help="Also retry a failed spawn."),
+        argument("--after", metavar="ID|NAME[,...]", help="Run once these tasks have COMPLETED."),
         argument("--quiet", action="store_true", help="Show no view."),
     ]
     for option in reversed(shared):
@@ -92,8 +103,40 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
         "rows": args.rows,
         "stdin": args.stdin or None,
         "agent": args.agent,
+        "retries": args.retries,
+        "retry_delay": args.retry_delay,
+        "retry_on": args.retry_on,
     }
     return {key: value for key, value in given.items() if value is not None}
+
+
+def retry_count(text: str) -> int:
+    """argparse type: how many retries, 0 to 1000."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected 0 to 1000 retries, got {text!r}")
+    return value
+
+
+# A batch line's own prefix: its name, and the lines it runs after ("test after build,
+# lint: make test"). Only a word (no spaces) then a colon and a space: a command such as
+# "echo a:b" or "http://..." is no prefix.
+_LINE_PREFIX = re.compile(
+    r"(?P<name>[A-Za-z_][\w.-]*)?(?:\s*\bafter\s+(?P<after>[\w.-]+(?:\s*,\s*[\w.-]+)*))?:\s+(?P<command>\S.*)"
+)
+
+
+def batch_line(text: str) -> tuple[str, str | None, list[str]]:
+    """A line of %%oneshot_parallel: its command, its name (None: the command's), and
+    the names of the lines it runs after."""
+    found = _LINE_PREFIX.fullmatch(text)
+    if found is None or not (found["name"] or found["after"]):
+        return text, None, []
+    after = [name.strip() for name in (found["after"] or "").split(",") if name.strip()]
+    return found["command"], found["name"], after
 
 
 def terminal_size(text: str) -> int:

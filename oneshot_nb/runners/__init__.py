@@ -8,10 +8,12 @@ from .local import LocalRunner, is_running
 from .procfs import start_time
 from .remote import SettledThere
 from .terminate import end_group, end_groups_now
+from .usage import GroupUsage
 
 __all__ = [
     "Command",
     "Group",
+    "GroupUsage",
     "Handle",
     "LocalRunner",
     "Orphan",

@@ -153,7 +153,7 @@ class Child:
             group = foreground_group(self.stdout.fd)
         if group is None:
             return None
-        return procfs.waiting_for_input(group, self._input_files)
+        return procfs.waiting_for_input(group, self._input_files, leader=self.pid)
 
     async def wait(self) -> int:
         """Wait for the process to exit and reap it; return its exit code (negative:

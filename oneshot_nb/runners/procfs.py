@@ -128,10 +128,56 @@ def _fd_file(pid: int, fd: int) -> str:
     return os.readlink(f"/proc/{pid}/fd/{fd}")
 
 
-def waiting_for_input(group: int, targets: Collection[str]) -> bool | None:
+def tree(pid: int) -> list[int] | None:
+    """`pid` and its descendants, through /proc/PID/task/TID/children: a look that
+    costs what the tree holds, not what the machine runs (a scan of /proc took 57 ms
+    with 3,000 processes). None where the system has no such files."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            threads = os.listdir(f"/proc/{current}/task")
+        except FileNotFoundError:  # it has just exited
+            continue
+        except OSError:
+            return None
+        for tid in threads:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children") as f:
+                    todo.extend(int(child) for child in f.read().split())
+            except FileNotFoundError:
+                if not os.path.exists(f"/proc/{current}"):
+                    break
+                return None  # no CONFIG_PROC_CHILDREN
+            except (OSError, ValueError):
+                return None
+    return found
+
+
+def in_group(pids: list[int], group: int) -> list[int]:
+    """Those of `pids` in process group `group`, zombies left out."""
+    kept = []
+    for pid in pids:
+        try:
+            fields = _stat(pid)
+        except (OSError, ValueError):
+            continue
+        if int(fields[2]) == group and fields[0] not in (b"Z", b"X"):
+            kept.append(pid)
+    return kept
+
+
+def waiting_for_input(
+    group: int, targets: Collection[str], leader: int | None = None
+) -> bool | None:
     """Whether a process of `group` is blocked reading one of `targets`; None where the
-    system cannot tell (no /proc, /proc/PID/syscall not readable)."""
-    answers = [reading(pid, targets) for pid in members(group)]
+    system cannot tell (no /proc, /proc/PID/syscall not readable). With `leader`, the
+    group's processes are looked for among its descendants (a process that left its
+    tree is not seen), else in a scan of /proc."""
+    descendants = tree(leader) if leader is not None else None
+    pids = members(group) if descendants is None else in_group(descendants, group)
+    answers = [reading(pid, targets) for pid in pids]
     if any(answers):
         return True
     return None if not answers or None in answers else False

@@ -66,6 +66,11 @@ class InputPipe:
             raise InputClosed(self.error or "its input is closed")
         if not data:
             return
+        if len(data) > INPUT_LIMIT:
+            raise BufferError(
+                f"cannot send {len(data)} bytes at once: at most {INPUT_LIMIT >> 10} KiB may"
+                " wait for the command"
+            )
         if len(self._waiting) + len(data) > INPUT_LIMIT:
             raise BufferError(
                 f"the command has not read {len(self._waiting)} bytes sent before;"
@@ -89,6 +94,8 @@ class InputPipe:
                 eof = termios.tcgetattr(self._fd)[6][termios.VEOF]
             except termios.error:
                 eof = b"\x04"
+            if eof == b"\x00":  # _POSIX_VDISABLE: `stty eof undef`
+                raise ValueError("the terminal has no end-of-file character (turned off)")
             eof = eof if isinstance(eof, bytes) and eof else b"\x04"
             self.send(eof if self._last == b"\n" else eof * 2)
             self._last = b"\n"

@@ -18,6 +18,7 @@ import anyio
 
 from . import procfs
 from .base import Group
+from .usage import GroupMeter, GroupUsage, group_usage
 
 # How often a stopping task looks whether its group is gone before the grace ends.
 GROUP_POLL = 0.05
@@ -119,6 +120,7 @@ class ProcessGroup:
         # id no command of ours can have: killpg(0) signals the caller's own group,
         # and 1 is init's.
         self.gone = isinstance(pgid, bool) or not isinstance(pgid, int) or pgid <= 1
+        self._meter = GroupMeter()  # what it costs, sampled by usage()
 
     def terminate(self) -> None:
         """SIGTERM, then SIGCONT, so that a member stopped with SIGSTOP (or Ctrl-Z's
@@ -153,6 +155,15 @@ class ProcessGroup:
             # A recent look may predate the group: only a fresh one may call it gone.
             running = procfs.running_groups(fresh=True)
         return running is None or self.pgid in running
+
+    def usage(self) -> GroupUsage | None:
+        """What the group has cost so far: its CPU seconds and its live processes' RSS
+        (see runners/usage.py); None until a member of it has been read.
+
+        Blocking (it reads /proc): called off the event loop, except at a task's end,
+        when the group is usually gone and nothing is read."""
+        live = not self.gone and signal_group(self.pgid, 0)
+        return group_usage(self._meter, self.pgid, live)
 
     def __repr__(self) -> str:
         return f"<ProcessGroup {self.pgid}{' gone' if self.gone else ''}>"

@@ -86,6 +86,13 @@ class TaskRecord:
     # How it was run beyond its command, cwd and env, as a rerun gives it again: pty,
     # cols, rows, stdin and agent, as the TaskOptions fields (empty: as the defaults).
     terminal: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Each attempt of a task that had retries ({"number", "started_at", "ended_at",
+    # "returncode", "reason"}), the ids of the tasks it ran after, and what it cost:
+    # its process group's CPU seconds and peak resident memory (bytes).
+    attempts: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    after: list[str] = field(default_factory=list, repr=False)
+    cpu_seconds: float | None = None
+    peak_rss: int | None = None
 
     @property
     def redacted_env(self) -> list[str]:
@@ -319,7 +326,27 @@ def _read_row(row: Any, path: str) -> TaskRecord:
         pty=row["pty"] == 1 if "pty" in keys else False,
         agent=_agent(row["agent"]) if "agent" in keys else None,
         terminal=_json_object(row["terminal"]) if "terminal" in keys else {},
+        attempts=_json_list(row["attempts"], dict) if "attempts" in keys else [],
+        after=_json_list(row["after"], str) if "after" in keys else [],
+        cpu_seconds=_number(row["cpu_seconds"], float) if "cpu_seconds" in keys else None,
+        peak_rss=_number(row["peak_rss"], int) if "peak_rss" in keys else None,
     )
+
+
+def _json_list(value: Any, kind: type) -> list[Any]:
+    """A JSON list of `kind` as stored; what cannot be read is left out."""
+    try:
+        data = json.loads(value) if value else []
+    except (ValueError, TypeError):
+        return []
+    return [item for item in data if isinstance(item, kind)] if isinstance(data, list) else []
+
+
+def _number(value: Any, kind: type) -> Any:
+    """A stored figure, or None for one that is not a number (a database is data)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return kind(value) if value == value and abs(value) != float("inf") else None
 
 
 def _json_object(value: Any) -> dict[str, Any]:

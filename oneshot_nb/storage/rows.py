@@ -26,16 +26,18 @@ UPSERT_TASK = """
 INSERT INTO tasks (
     id, session, name, command, argv, cwd, env, created_at, started_at, ended_at,
     state, returncode, reason, error, pid, pid_start, grace, redacted, runner, host, pty, terminal,
-    agent)
+    agent, attempts, after, cpu_seconds, peak_rss)
 VALUES (
     :id, :session, :name, :command, :argv, :cwd, :env, :created_at, :started_at, :ended_at,
     :state, :returncode, :reason, :error, :pid, :pid_start, :grace, :redacted, :runner, :host,
-    :pty, :terminal, :agent)
+    :pty, :terminal, :agent, :attempts, :after, :cpu_seconds, :peak_rss)
 ON CONFLICT (id) DO UPDATE SET
     started_at = excluded.started_at, ended_at = excluded.ended_at, state = excluded.state,
     returncode = excluded.returncode, reason = excluded.reason, error = excluded.error,
     pid = excluded.pid, pid_start = coalesce(excluded.pid_start, tasks.pid_start),
-    host = coalesce(excluded.host, tasks.host), agent = coalesce(excluded.agent, tasks.agent)
+    host = coalesce(excluded.host, tasks.host), agent = coalesce(excluded.agent, tasks.agent),
+    attempts = excluded.attempts, cpu_seconds = coalesce(excluded.cpu_seconds, tasks.cpu_seconds),
+    peak_rss = coalesce(excluded.peak_rss, tasks.peak_rss)
 """
 # The options a rerun gives a task again, beside its command, cwd and env.
 TERMINAL = ("pty", "cols", "rows", "stdin", "agent")
@@ -56,6 +58,7 @@ def task_row(task: OneshotTask, session: str) -> dict[str, Any]:
         redacted = [redact_text(arg) for arg in task.command]
         command = json.dumps(redacted)
     env = redact(task.env)
+    usage = task.usage
     lost = {
         "env": sorted(k for k, v in task.env.items() if env[k] != v),
         "command": redacted != task.command,
@@ -90,6 +93,10 @@ def task_row(task: OneshotTask, session: str) -> dict[str, Any]:
         "pty": int(task.options.pty),
         "terminal": json.dumps({name: getattr(task.options, name) for name in TERMINAL}),
         "agent": None if task.agent is None else json.dumps(task.agent.to_dict()),
+        "attempts": json.dumps([a.to_dict() for a in task.attempts]) if task.attempts else None,
+        "after": json.dumps([other.id for other in task.after]) if task.after else None,
+        "cpu_seconds": usage.cpu_seconds if usage is not None else None,
+        "peak_rss": usage.peak_rss if usage is not None else None,
     }
 
 

@@ -14,7 +14,7 @@ from oneshot_nb import AsyncOrchestrator, OneshotStateMachine, TaskState
 from oneshot_nb.engine.machine import FINAL_STATES
 
 STATES = ["CREATED", "RUNNING", "IDLE", "INTERRUPTED", "COMPLETED", "FAILED"]
-EVENTS = ["start", "detect_silence", "detect_activity", "interrupt", "finish", "fail"]
+EVENTS = ["start", "detect_silence", "detect_activity", "retry", "interrupt", "finish", "fail"]
 
 GRACE = 0.3
 LONG = py("import time; print('up', flush=True); time.sleep(100)")
@@ -24,15 +24,18 @@ ALLOWED = {
     ("CREATED", "start"): "RUNNING",
     ("CREATED", "interrupt"): "INTERRUPTED",
     ("CREATED", "fail"): "FAILED",
+    ("CREATED", "retry"): "CREATED",  # a spawn that failed, with retries left
     ("RUNNING", "detect_silence"): "IDLE",
     ("RUNNING", "interrupt"): "INTERRUPTED",
     ("RUNNING", "finish"): "COMPLETED",
     ("RUNNING", "fail"): "FAILED",
+    ("RUNNING", "retry"): "CREATED",  # an attempt that failed, with retries left
     ("IDLE", "detect_silence"): "IDLE",  # a new reason for the silence
     ("IDLE", "detect_activity"): "RUNNING",
     ("IDLE", "interrupt"): "INTERRUPTED",
     ("IDLE", "finish"): "COMPLETED",
     ("IDLE", "fail"): "FAILED",
+    ("IDLE", "retry"): "CREATED",
 }
 
 # How to reach each state from CREATED through real events, not `start_value`.
@@ -62,7 +65,7 @@ def machine_in(state: str, listener: Recorder | None = None) -> OneshotStateMach
     return machine
 
 
-def test_machine_has_exactly_the_six_states_and_six_events():
+def test_machine_has_exactly_the_six_states_and_seven_events():
     """A state or event added, renamed or lost breaks every layer that names them."""
     assert [s.id for s in OneshotStateMachine.states] == STATES
     assert [e.id for e in OneshotStateMachine.events] == EVENTS

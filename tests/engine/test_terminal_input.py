@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import anyio
 import pytest
@@ -447,3 +448,74 @@ async def test_a_prompt_on_dev_tty_or_on_a_thread_is_waiting_for_input():
             task.send("me\n")
         assert task.state is TaskState.COMPLETED, command
         assert "ok" in task.output
+
+
+async def test_a_send_from_a_thread_the_loop_waits_on_does_not_hang_it():
+    """A cell that blocks the loop's thread on a thread pool that sends: each send gives
+    up waiting for the loop after a moment, and the input is written once it is free."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    task = OneshotTask("cat", stdin=True, idle_after=None)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_alone, task)
+        await task.wait_for(TaskState.RUNNING)
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:  # blocks the loop, as a cell's code would
+            list(pool.map(task.send, ["a\n", "b\n"]))
+        assert time.monotonic() - started < 10
+        await wait_until(lambda: task.read_output("stdout").count("\n") == 2)
+        task.close_stdin()
+    assert sorted(task.read_output("stdout").split()) == ["a", "b"]
+
+
+async def test_input_and_ends_of_input_sent_before_the_start_keep_their_order():
+    """A terminal's EOF asked for between two sends, before the command started, comes
+    between them: the first program reads to its end, the prompt after gets the rest."""
+    task = OneshotTask('cat; read -p "again? " x; echo "then $x"', pty=True)
+    task.send("one\n")
+    task.close_stdin()
+    task.send("two\n")
+    assert await task.run() is TaskState.COMPLETED
+    assert task.output.endswith("then two\n")
+
+
+async def test_ending_the_input_of_a_terminal_without_an_eof_character_is_refused():
+    task = OneshotTask("stty eof undef; echo ready; cat", pty=True, grace=0.2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_alone, task)
+        await wait_for_line(task, "ready")
+        with pytest.raises(ValueError, match="has no end-of-file character"):
+            task.close_stdin()
+        task.stop()
+    assert "\x00" not in task.output
+
+
+async def test_a_reason_that_keeps_changing_is_said_a_bounded_number_of_times(monkeypatch):
+    """A program that reads, then works, then reads again in silence: the IDLE reason
+    follows it, but at most REASON_CHANGES times in a spell of silence."""
+    from oneshot_nb.engine import supervision
+
+    monkeypatch.setattr(supervision, "INPUT_RECHECK", 0.05)
+    flapper = py(
+        """
+        import os, signal, time
+        def give_up(*_):
+            raise TimeoutError
+        signal.signal(signal.SIGALRM, give_up)
+        while True:
+            signal.setitimer(signal.ITIMER_REAL, 0.15)
+            try:
+                os.read(0, 1)
+            except TimeoutError:
+                pass
+            time.sleep(0.15)
+        """
+    )
+    task = OneshotTask(flapper, stdin=True, idle_after=0.1, grace=0.2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_alone, task)
+        await task.wait_for(TaskState.IDLE)
+        await anyio.sleep(4)
+        task.stop()
+    changes = [t for t in task.transitions if t.source is t.target is TaskState.IDLE]
+    assert 3 <= len(changes) <= supervision.REASON_CHANGES

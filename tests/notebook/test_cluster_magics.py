@@ -118,16 +118,16 @@ def test_a_wrong_option_beside_the_cluster_starts_no_cluster(ip, magics, db, lin
     assert "local:3" not in dask_runner._connections
 
 
-def test_fail_fast_stops_the_rest_of_a_batch_on_the_cluster(ip, magics, db):
+def test_halt_now_stops_the_rest_of_a_batch_on_the_cluster(ip, magics, db):
     """One remote command failing stops the others of its batch, on their workers."""
     batch = ip.run_cell_magic(
         "oneshot_parallel",
-        f"--cluster {CLUSTER} --limit 2 --fail-fast --grace 1 --quiet",
+        f"--cluster {CLUSTER} --limit 2 --halt now,fail=1 --grace 1 --quiet",
         "sh -c 'sleep 0.5; exit 1'\nsleep 30",
     )
     states = magics.session.portal.run(batch.wait)
     assert states == [TaskState.FAILED, TaskState.INTERRUPTED]
-    assert batch.tasks[1].reason == "fail-fast"
+    assert batch.tasks[1].reason == "halted: now,fail=1"
     assert {task.place.runner for task in batch.tasks} == {"dask"}
 
 

@@ -222,19 +222,20 @@ print(json.dumps({
 
 
 @pytest.mark.timeout(30)
-def test_fail_fast_stops_the_rest_of_the_batch(kernel):
-    """With --fail-fast the first failure interrupts the running tasks (reason
-    "fail-fast") and the waiting ones never start."""
+def test_halt_now_stops_the_rest_of_the_batch(kernel):
+    """With --halt now,fail=1 the first failure interrupts the running tasks (reason
+    "halted: now,fail=1") and the waiting ones never start."""
     kernel.ok(
-        "%%oneshot_parallel --limit 2 --fail-fast --quiet --out ff\n"
+        "%%oneshot_parallel --limit 2 --halt now,fail=1 --quiet --out ff\n"
         "sh -c 'sleep 0.5; exit 3'\n" + "sleep 30\n" * 4
     )
     result = kernel.value(
         "await ff.wait()\nprint(json.dumps([[t.state, t.reason, t.returncode, t.pid] for t in ff]))"
     )
     assert result[0][:3] == ["FAILED", "exit", 3]
-    assert result[1][:2] == ["INTERRUPTED", "fail-fast"] and result[1][3] is not None
-    assert [r[:2] for r in result[2:]] == [["INTERRUPTED", "fail-fast"]] * 3
+    halted = "halted: now,fail=1"
+    assert result[1][:2] == ["INTERRUPTED", halted] and result[1][3] is not None
+    assert [r[:2] for r in result[2:]] == [["INTERRUPTED", halted]] * 3
     assert [r[3] for r in result[2:]] == [None] * 3
     eventually(lambda: group_gone(result[1][3]))
 
