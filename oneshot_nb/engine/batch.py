@@ -180,22 +180,32 @@ def line_order(
                 raise ValueError(f"line {line + 1} runs after {name!r}, but no line is named so")
             lines.append(index[name])
         needs.append(list(dict.fromkeys(lines)))
+    return _ordered(needs, names), needs
+
+
+def _ordered(needs: list[list[int]], names: list[str | None]) -> list[int]:
+    """The lines, each after those it needs (a depth-first walk, without recursion: a
+    chain of 10,000 lines is as good as one of 3); ValueError naming a cycle."""
     order: list[int] = []
-    state = [0] * count  # 0: not seen, 1: being visited, 2: placed
-
-    def visit(line: int, path: list[int]) -> None:
-        if state[line] == 2:
-            return
-        if state[line] == 1:
-            cycle = [*path[path.index(line) :], line]
-            shown = " after ".join(names[n] or f"line {n + 1}" for n in cycle)
-            raise ValueError(f"the batch's lines run after each other in a cycle: {shown}")
-        state[line] = 1
-        for other in needs[line]:
-            visit(other, [*path, line])
-        state[line] = 2
-        order.append(line)
-
-    for line in range(count):
-        visit(line, [])
-    return order, needs
+    state = [0] * len(needs)  # 0: not seen, 1: on the path being walked, 2: placed
+    for root in range(len(needs)):
+        if state[root]:
+            continue
+        path, stack = [root], [iter(needs[root])]
+        state[root] = 1
+        while stack:
+            line = next(stack[-1], None)
+            if line is None:
+                stack.pop()
+                done = path.pop()
+                state[done] = 2
+                order.append(done)
+            elif state[line] == 1:
+                cycle = [*path[path.index(line) :], line]
+                shown = " after ".join(names[n] or f"line {n + 1}" for n in cycle)
+                raise ValueError(f"the batch's lines run after each other in a cycle: {shown}")
+            elif state[line] == 0:
+                state[line] = 1
+                path.append(line)
+                stack.append(iter(needs[line]))
+    return order

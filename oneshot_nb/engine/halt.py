@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_RULE = re.compile(r"(soon|now),(fail|success)=(\d+(?:\.\d+)?)(%?)")
+_RULE = re.compile(r"(soon|now),(fail|success)=([0-9]+(?:\.[0-9]+)?)(%?)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,8 @@ class HaltRule:
     percent: bool
 
     def __str__(self) -> str:
-        return f"{self.when},{self.kind}={self.count:g}{'%' if self.percent else ''}"
+        count = int(self.count) if float(self.count).is_integer() else self.count
+        return f"{self.when},{self.kind}={count}{'%' if self.percent else ''}"
 
     def threshold(self, total: int) -> int:
         """How many tasks of `total` must have failed (or succeeded) to halt."""
@@ -37,7 +38,7 @@ class HaltRule:
         return seen >= self.threshold(total)
 
 
-FAIL_FAST = HaltRule("soon", "fail", 1, False)  # --fail-fast, fail_fast=True
+FAIL_FAST = HaltRule("soon", "fail", 1.0, False)  # --fail-fast, fail_fast=True
 
 
 def check_halt(rule: Any) -> HaltRule | None:

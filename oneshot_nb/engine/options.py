@@ -26,6 +26,7 @@ DEFAULT_RETRY_DELAY = 1.0
 # A retry waits twice as long as the one before, up to this (or the first delay, if
 # longer): a command that keeps failing is not hammered, nor left for hours.
 RETRY_DELAY_CAP = 60.0
+MAX_RETRY_DELAY = 86400.0
 # What may be retried beyond a failed command (--retry-on): a spawn that failed.
 RETRY_ON = ("spawn",)
 DEFAULT_COLS = 120
@@ -86,7 +87,9 @@ class TaskOptions:
         check_agent(self.agent)
         check_retries(self.retries)
         _check_seconds("retry_delay", self.retry_delay, zero_ok=True)
-        object.__setattr__(self, "retry_delay", float(self.retry_delay))
+        if self.retry_delay > MAX_RETRY_DELAY:
+            raise ValueError(f"retry_delay must be at most a day, got {self.retry_delay!r}")
+        object.__setattr__(self, "retry_delay", float(self.retry_delay) + 0.0)  # not -0.0
         object.__setattr__(self, "retry_on", check_retry_on(self.retry_on))
         put = object.__setattr__  # frozen: the checked forms replace what was given
         put(self, "idle_after", _never_as_none(self.idle_after))

@@ -189,6 +189,9 @@ class AsyncOrchestrator:
                     item = self.get(item)
                 except KeyError as exc:
                     raise ValueError(f"after: {exc.args[0]}") from None
+            elif isinstance(item, OneshotTask) and item._loop is None and not item._ran:
+                # Nothing would ever run it: the task would wait for ever.
+                raise ValueError(f"after: task {item.id} was never submitted nor run")
             tasks.append(item)
         return tasks
 

@@ -76,6 +76,7 @@ class Policies:
             self.attempts.append(
                 Attempt(self.attempt, self._attempt_started, now, self.returncode, reason)
             )
+        self._attempt_started = None  # noted: a stop while it waits to retry is not one
 
     async def _wait_to_retry(self) -> bool:
         """After a failed attempt: say so in the log, wait the retry's delay (a stop
@@ -92,6 +93,7 @@ class Policies:
         )
         self._log.append("stderr", note.encode())
         self._emit_output("stderr", note.encode(), note)
+        self._new_attempt()  # input sent while it waits is for the next one
         self.retry_at = time.time() + delay
         with anyio.CancelScope() as self._slot_wait:
             await anyio.sleep(delay)
@@ -100,11 +102,11 @@ class Policies:
         if not self.machine.CREATED.is_active:
             return False  # stopped meanwhile
         self.attempt += 1
-        self._new_attempt()
         return True
 
     def _new_attempt(self) -> None:
-        """Forget what the last attempt's process left: the next one has its own."""
+        """Forget what the last attempt's process left: the next one has its own, and
+        its own input (what is sent meanwhile waits for it)."""
         self.pid = None
         self.returncode = None
         self.error = None
@@ -113,6 +115,7 @@ class Policies:
         self._group = None
         self._place = None
         self._attempt_started = None
+        self._early_input, self._early_bytes, self._early_close = [], 0, False
         self.machine.process = None
         if self._agent_watch is not None:  # a new session of the agent: its own summary
             self._agent_watch = type(self._agent_watch)(self.options.agent)

@@ -400,7 +400,7 @@ def check_after(after: object) -> list[OneshotTask]:
         raise TypeError(f"after must be a list of tasks, got {type(after).__name__}")
     for task in after:
         if not isinstance(task, OneshotTask):
-            raise TypeError(f"after must be a list of tasks, got a {type(task).__name__}")
+            raise TypeError(f"after must be a list of tasks, got {type(task).__name__}")
     return list(dict.fromkeys(after))
 
 

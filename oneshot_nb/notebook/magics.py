@@ -144,7 +144,11 @@ class OneshotMagics(Magics):
         given = given_options(args)
         self.session.check_options(name=args.name, cwd=cwd, env=env, **given)
         runner = self.session.runner_for(args.cluster, given=True)
-        after = [key.strip() for key in args.after.split(",") if key.strip()] if args.after else []
+        after = [key.strip() for key in args.after.split(",")] if args.after is not None else []
+        if "" in after:
+            raise UsageError(
+                f"--after takes task ids or names, separated by commas, got {args.after!r}"
+            )
         task = self.session.submit(
             command, name=args.name, cwd=cwd, env=env, runner=runner, after=after, **given
         )

@@ -111,9 +111,9 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def retry_count(text: str) -> int:
-    """argparse type: how many retries, 0 to 1000."""
+    """argparse type: how many retries, 0 to 1000 (ASCII digits)."""
     try:
-        value = int(text)
+        value = int(text) if text.isascii() else -1
     except ValueError:
         value = -1
     if not 0 <= value <= 1000:
@@ -129,11 +129,22 @@ _LINE_PREFIX = re.compile(
 )
 
 
+# What starts like a prefix (a word, maybe "after ...", then a colon and a space or the
+# end): a line that does and is not one is refused, not run as a command.
+_LOOKS_LIKE_PREFIX = re.compile(r"[A-Za-z_][\w.-]*(?:\s+after\b[^:]*)?:(?:\s|$)")
+
+
 def batch_line(text: str) -> tuple[str, str | None, list[str]]:
     """A line of %%oneshot_parallel: its command, its name (None: the command's), and
-    the names of the lines it runs after."""
+    the names of the lines it runs after. UsageError for a line that starts like a
+    prefix and is not one (`a after b c: x`, `a after : x`, `a:` with no command)."""
     found = _LINE_PREFIX.fullmatch(text)
     if found is None or not (found["name"] or found["after"]):
+        if _LOOKS_LIKE_PREFIX.match(text):
+            raise UsageError(
+                f"cannot read the line {text!r:.60}: write 'NAME: COMMAND' or"
+                " 'NAME after OTHER, ...: COMMAND'"
+            )
         return text, None, []
     after = [name.strip() for name in (found["after"] or "").split(",") if name.strip()]
     return found["command"], found["name"], after

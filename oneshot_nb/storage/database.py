@@ -56,16 +56,18 @@ SCHEMA = [
         host = (SELECT sessions.host FROM sessions WHERE sessions.id = tasks.session);
     """,
     # version 4: whether the task ran in a terminal (its input, stream 'stdin', is then
-    # echoed in its output), how it took input and was read, as JSON ({"pty": true,
-    # "cols": 120, "rows": 30, "stdin": false, "agent": "auto"}: what a rerun gives it
-    # again), and an agent CLI's summary as JSON (NULL for other tasks)
-    # ...and for batches that run themselves: each attempt of a retried task as JSON
-    # ([{"attempt": 1, "returncode": 1, "reason": "exit", ...}]), the ids of the tasks
-    # it ran after (JSON), and what it cost: its group's CPU seconds and peak RSS
+    # echoed in its output), how it ran beyond its command, as JSON ({"pty": true,
+    # "cols": 120, "stdin": false, "agent": "auto", "retries": 2, ...}: what a rerun
+    # gives it again), and an agent CLI's summary as JSON (NULL for other tasks)
     """
     ALTER TABLE tasks ADD COLUMN pty INTEGER;
     ALTER TABLE tasks ADD COLUMN terminal TEXT;
     ALTER TABLE tasks ADD COLUMN agent TEXT;
+    """,
+    # version 5, for batches that run themselves: each attempt of a retried task as JSON
+    # ([{"number": 1, "returncode": 1, "reason": "exit", ...}]), the ids of the tasks it
+    # ran after (JSON), and what it cost: its group's CPU seconds and peak RSS
+    """
     ALTER TABLE tasks ADD COLUMN attempts TEXT;
     ALTER TABLE tasks ADD COLUMN after TEXT;
     ALTER TABLE tasks ADD COLUMN cpu_seconds REAL;

@@ -39,8 +39,9 @@ ON CONFLICT (id) DO UPDATE SET
     attempts = excluded.attempts, cpu_seconds = coalesce(excluded.cpu_seconds, tasks.cpu_seconds),
     peak_rss = coalesce(excluded.peak_rss, tasks.peak_rss)
 """
-# The options a rerun gives a task again, beside its command, cwd and env.
-TERMINAL = ("pty", "cols", "rows", "stdin", "agent")
+# The options a rerun gives a task again, beside its command, cwd and env (stored in
+# the `terminal` column, named for the first of them).
+TERMINAL = ("pty", "cols", "rows", "stdin", "agent", "retries", "retry_delay", "retry_on")
 SQL = {"chunk": INSERT_CHUNK, "task": UPSERT_TASK, "transition": INSERT_TRANSITION}
 
 

@@ -312,3 +312,59 @@ async def test_the_batchs_named_lines_are_named_tasks(tmp_path):
         await batch.wait()
     assert [t.name for t in batch] == ["first", "echo b"]
     assert json.loads(json.dumps(get_record(batch.tasks[0].id, path=str(path)).name)) == "first"
+
+
+# -- found by a hostile probe ---------------------------------------------------------------
+
+
+async def test_a_stop_while_waiting_to_retry_adds_no_attempt(tmp_path):
+    task = OneshotTask("false", retries=3, retry_delay=30)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        with anyio.fail_after(10):
+            while task.retry_at is None:
+                await anyio.sleep(0.01)
+        task.stop()
+    assert [(a.number, a.reason) for a in task.attempts] == [(1, "exit")]
+
+
+async def test_each_attempt_has_its_own_input_and_input_sent_between_waits_for_the_next():
+    """An input closed (EOF) on attempt 1 is open again on attempt 2, and what is sent
+    while the task waits to retry goes to it."""
+    task = OneshotTask("cat; exit 1", stdin=True, retries=1, retry_delay=0.5)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task.run)
+        await task.wait_for(TaskState.RUNNING)
+        task.send("one\n")
+        task.close_stdin()
+        with anyio.fail_after(10):
+            while task.retry_at is None:
+                await anyio.sleep(0.01)
+        assert task.accepts_input
+        task.send("two\n")
+        task.close_stdin()
+    assert task.state is FAILED and task.attempt == 2
+    assert task.read_output("stdout") == "one\ntwo\n"
+
+
+async def test_a_chain_of_ten_thousand_lines_is_ordered_without_recursion():
+    from oneshot_nb.engine.batch import line_order
+
+    count = 10_000
+    names = [f"n{i}" for i in range(count)]
+    after = [[f"n{i + 1}"] for i in range(count - 1)] + [[]]  # each after the next
+    order, _ = line_order(names, after, count)
+    assert order == list(range(count - 1, -1, -1))
+
+
+async def test_after_a_task_never_submitted_is_refused():
+    async with AsyncOrchestrator() as orch:
+        with pytest.raises(ValueError, match="was never submitted nor run"):
+            orch.submit("true", after=[OneshotTask("true")])
+        assert orch.tasks == []
+
+
+def test_a_retry_delay_past_a_day_is_refused():
+    with pytest.raises(ValueError, match="retry_delay must be at most a day"):
+        OneshotTask("true", retries=1, retry_delay=1e308)
+    assert OneshotTask("true", retry_delay=-0.0).options.retry_delay == 0.0

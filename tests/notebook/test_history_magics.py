@@ -152,14 +152,18 @@ def test_oneshot_rerun_runs_the_same_command_in_the_same_cwd_with_the_same_env(
 
 
 def test_oneshot_rerun_runs_in_a_terminal_of_the_same_size_read_as_the_same_agent(ip, magics, db):
-    """A task run with --pty, --cols, --rows, --stdin or --agent reruns with them."""
+    """A task run with --pty, --cols, --rows, --stdin, --agent or --retries reruns with
+    them (not with --after: what it waited for has run)."""
     command = "python3 -c 'import os; print(os.isatty(1), os.get_terminal_size().columns)'"
-    first = oneshot(ip, f"--quiet --pty --cols 77 --stdin --agent auto {command}")
+    first = oneshot(
+        ip, f"--quiet --pty --cols 77 --stdin --agent auto --retries 2 --retry-delay 0.5 {command}"
+    )
     eventually(lambda: first.done)
     rerun = ip.run_line_magic("oneshot_rerun", f"--quiet {first.id}")
     eventually(lambda: rerun.done)
     options = rerun.options
     assert (options.pty, options.cols, options.stdin, options.agent) == (True, 77, True, "auto")
+    assert (options.retries, options.retry_delay) == (2, 0.5)
     assert rerun.output == first.output == "True 77\n"
 
 

@@ -113,3 +113,26 @@ def test_bad_task_policies_are_one_usage_error_and_start_nothing(ip, magics, db,
     with pytest.raises(UsageError, match=message):
         ip.run_line_magic("oneshot", line)
     assert len(magics.session.orchestrator.tasks) == before
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "b after a,: echo b",
+        "a after b c: x",
+        "a after : x",
+        "a after b after c: x",
+        "a: ",
+    ],
+)
+def test_a_line_that_starts_like_a_prefix_and_is_not_one_is_refused(ip, magics, db, cell):
+    before = len(magics.session.orchestrator.tasks)
+    with pytest.raises(UsageError, match="cannot read the line"):
+        ip.run_cell_magic("oneshot_parallel", "", f"a: true\nb: true\n{cell}")
+    assert len(magics.session.orchestrator.tasks) == before
+
+
+@pytest.mark.parametrize("value", [",", "''", "a,,b"])
+def test_after_with_an_empty_name_is_refused(ip, magics, db, value):
+    with pytest.raises(UsageError, match="--after takes task ids or names"):
+        ip.run_line_magic("oneshot", f"--after {value} true")

@@ -426,3 +426,26 @@ async def test_the_history_records_each_tasks_runner_host_and_process_start(tmp_
         (local.id, "local", HOST, local.pid, starts[local.id], "COMPLETED"),
         (remote.id, "gpu-pool", "worker-7", remote.pid, starts[remote.id], "COMPLETED"),
     ]
+
+
+def test_a_version_4_file_is_migrated_and_keeps_its_rows(tmp_path):
+    """Version 5 adds the attempts, dependencies and cost of each task: a file at
+    version 4 gets the columns, and its rows read back (with none of them)."""
+    path = str(tmp_path / "history.sqlite3")
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode = WAL")
+    for version in SCHEMA[:4]:
+        for statement in filter(str.strip, version.split(";")):
+            old.execute(statement)
+    old.execute("PRAGMA user_version = 4")
+    old.execute("INSERT INTO sessions VALUES ('s1', 1, 1, 'host', 0)")
+    old.execute(
+        "INSERT INTO tasks (id, session, name, command, argv, cwd, env, created_at, state,"
+        " runner, pty, terminal) VALUES ('t1', 's1', 'old', 'true', 0, '/', '{}', 1,"
+        " 'COMPLETED', 'local', 1, '{\"pty\": true}')"
+    )
+    old.close()
+    Store(path).close()
+    assert query(path, "PRAGMA user_version") == [(len(SCHEMA),)] == [(5,)]
+    record = get_record("t1", path=path)
+    assert (record.pty, record.attempts, record.after, record.cpu_seconds) == (True, [], [], None)

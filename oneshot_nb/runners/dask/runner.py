@@ -38,6 +38,10 @@ _connections: dict[str, tuple[LocalCluster | None, Connection]] = {}
 _by_client: dict[str, Connection] = {}
 
 
+# What of the kernel's environment for a task a worker gets: the task's own variables.
+TASK_VARIABLES = ("ONESHOT_TASK_ID", "ONESHOT_SLOT", "ONESHOT_ATTEMPT")
+
+
 class DaskRunner:
     """Runs commands on Dask workers (see the module's docstring for `cluster`).
 
@@ -84,7 +88,7 @@ class DaskRunner:
         task_id = env.get("ONESHOT_TASK_ID") or secrets.token_hex(4)
         key = f"oneshot-{task_id}-{secrets.token_hex(4)}"
         own = dict(getattr(options, "env", None) or {})
-        own.update({k: v for k, v in env.items() if k in ("ONESHOT_TASK_ID", "ONESHOT_SLOT")})
+        own.update({k: v for k, v in env.items() if k in TASK_VARIABLES})
         spec = {
             "key": key,
             "claim": f"oneshot_nb-claim-{self.link.client.id}-{key}",

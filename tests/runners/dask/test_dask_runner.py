@@ -253,7 +253,7 @@ async def test_the_command_gets_the_workers_environment_and_the_tasks_own(
     shared_runner: DaskRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A remote command must see where it runs (ONESHOT_WORKER = its place's host), its
-    task id and slot, and the env= given; not the kernel's own environment, which means
+    task id, slot and attempt, and the env= given; not the kernel's own environment, which means
     nothing on another machine (a variable set in the kernel after the workers started
     does not reach it)."""
     monkeypatch.setenv("ONESHOT_TEST_KERNEL_ONLY", "kernel")
@@ -261,6 +261,7 @@ async def test_the_command_gets_the_workers_environment_and_the_tasks_own(
         "ONESHOT_WORKER",
         "ONESHOT_TASK_ID",
         "ONESHOT_SLOT",
+        "ONESHOT_ATTEMPT",
         "ONESHOT_TEST_GIVEN",
         "ONESHOT_TEST_KERNEL_ONLY",
     ]
@@ -275,6 +276,7 @@ async def test_the_command_gets_the_workers_environment_and_the_tasks_own(
         "ONESHOT_WORKER": task.place.host,
         "ONESHOT_TASK_ID": task.id,
         "ONESHOT_SLOT": str(task.slot),
+        "ONESHOT_ATTEMPT": "1",
         "ONESHOT_TEST_GIVEN": "given",
         "ONESHOT_TEST_KERNEL_ONLY": None,
     }
