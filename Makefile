@@ -58,6 +58,7 @@ bench: $(VENV)/.test-installed $(GNU_PARALLEL)
 	$(BIN)/python benchmarks/tables.py
 	$(BIN)/python benchmarks/cluster.py
 	$(BIN)/python benchmarks/terminal.py
+	$(BIN)/python benchmarks/usage.py
 
 clean:
 	rm -rf $(VENV)

@@ -4,13 +4,12 @@ about once a second on one shared timer (see UsageMeter)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import anyio
 
 from .events import TaskEvent, notify
 from .machine import TaskState
@@ -23,15 +22,18 @@ logger = logging.getLogger("oneshot_nb")
 
 SAMPLE_INTERVAL = 1.0
 Reader = Callable[[], "GroupUsage | None"]  # a group's optional usage()
+# Each group's reading (or what it raised), and when it was taken (time.monotonic()).
+Readings = list[tuple["GroupUsage | Exception | None", float]]
 
 
 @dataclass(slots=True)
 class Usage:
     """A task's cost as last sampled: `cpu_percent` (of one core, over the last
     interval) and `rss` (bytes, summed over its process group) while it runs;
-    `peak_rss` and `cpu_seconds` (the group's total, over all its attempts) kept once
-    it has ended. A task that ended before its first sample has none (task.usage is
-    None), and so has one whose runner cannot say (the Dask runner)."""
+    `peak_rss` (the highest of the samples: a spike between two is not seen) and
+    `cpu_seconds` (the group's total, over all its attempts) kept once it has ended. A
+    task that ended before its first sample has none (task.usage is None), and so has
+    one whose runner cannot say (the Dask runner)."""
 
     cpu_percent: float | None = None
     rss: int | None = None
@@ -57,11 +59,14 @@ class UsageMeter:
     loop for all of them, ticking every `interval` while one runs.
 
     Each tick reads every running task's group (`usage()`, which a runner's group may
-    have; a task whose group has none is not sampled) in a worker thread, one round at
-    a time, and sets `task.usage` on the loop, telling the task's listeners with a
-    "usage" event. Why a thread: reading 64 groups takes about 5 ms (a look at /proc
-    and psutil's reads), which would lag the loop that runs the kernel's cells; the
-    loop's share is then about 0.1 ms a tick (benchmarks/usage.py measures both).
+    have; a task whose group has none is not sampled) in a thread of the loop's
+    executor, one round at a time, then sets `task.usage` on the loop and tells the
+    task's listeners with a "usage" event (not when nothing changed: a task asleep).
+    Why a thread: reading 64 groups takes 5-7 ms of psutil's reads of /proc, which
+    would all be the loop's, the loop that runs the kernel's cells; in a thread the
+    loop's share is about 0.7 ms a round, most of it the two wake-ups that any timer and
+    thread round cost (benchmarks/usage.py). Why not anyio.to_thread: its limiter and
+    task took four more turns of the loop per round, about 0.3 ms more here.
 
     An attempt is sampled from its start until the task has settled (a stopped task's
     group may run through its grace) or goes back to CREATED to retry; then once more,
@@ -78,8 +83,7 @@ class UsageMeter:
         self._running: dict[str, _Attempt] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
-        self._round: asyncio.Task[None] | None = None  # a round in its thread
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._round: asyncio.Future[Readings] | None = None  # a round in its thread
         self._next = 0.0  # when the next tick is due, on the loop's clock
 
     def watch(self, task: OneshotTask) -> None:
@@ -119,7 +123,7 @@ class UsageMeter:
         before = (task.usage.cpu_seconds or 0.0) if task.usage is not None else 0.0
         self._running[task.id] = _Attempt(task, read, before)
         if loop is not self._loop:
-            self._loop, self._handle, self._round, self._limiter = loop, None, None, None
+            self._loop, self._handle, self._round = loop, None, None
         if self._handle is None and self._round is None:
             self._next = loop.time() + self.interval
             self._handle = loop.call_at(self._next, self._tick)
@@ -144,25 +148,26 @@ class UsageMeter:
     def _tick(self) -> None:
         self._handle = None
         attempts = list(self._running.values())
-        if not attempts or self._loop is None:
+        loop = self._loop
+        if not attempts or loop is None:
             return
         self.rounds += 1
-        if self.off_loop:
-            self._round = self._loop.create_task(self._sample_off_loop(attempts))
-        else:
-            self._apply_all(attempts, _read_all([a.read for a in attempts]))
+        reads = [attempt.read for attempt in attempts]
+        if not self.off_loop:
+            self._apply_all(attempts, _read_all(reads))
             self._schedule()
-
-    async def _sample_off_loop(self, attempts: list[_Attempt]) -> None:
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(1)
+            return
         try:
-            readings = await anyio.to_thread.run_sync(
-                _read_all, [a.read for a in attempts], limiter=self._limiter
-            )
-        finally:
-            self._round = None
-        self._apply_all(attempts, readings)
+            self._round = loop.run_in_executor(None, _read_all, reads)
+        except RuntimeError:  # the loop is closing, and its executor with it
+            return
+        self._round.add_done_callback(functools.partial(self._round_done, attempts))
+
+    def _round_done(self, attempts: list[_Attempt], done: asyncio.Future[Readings]) -> None:
+        self._round = None
+        if done.cancelled():
+            return
+        self._apply_all(attempts, done.result())
         self._schedule()
 
     def _schedule(self) -> None:
@@ -174,9 +179,7 @@ class UsageMeter:
         self._next = max(self._next + self.interval, loop.time())
         self._handle = loop.call_at(self._next, self._tick)
 
-    def _apply_all(
-        self, attempts: list[_Attempt], readings: list[tuple[GroupUsage | Exception | None, float]]
-    ) -> None:
+    def _apply_all(self, attempts: list[_Attempt], readings: Readings) -> None:
         now = time.time()
         for attempt, (reading, when) in zip(attempts, readings, strict=True):
             task = attempt.task
@@ -191,17 +194,15 @@ class UsageMeter:
     def _apply(self, attempt: _Attempt, reading: GroupUsage, when: float) -> bool:
         """Set the task's usage from its group's `reading`, taken at `when`; False when
         it is what it was (a task asleep): nothing to tell."""
-        task = attempt.task
-        cpu = reading.cpu_seconds
-        elapsed = when - attempt.when
-        percent = max(0.0, cpu - attempt.cpu) / elapsed * 100 if elapsed > 0 else None
+        task, old = attempt.task, attempt.task.usage
+        cpu, rss = reading.cpu_seconds, reading.rss
+        elapsed, before = when - attempt.when, attempt.cpu
         attempt.cpu, attempt.when = cpu, when
-        old = task.usage
-        peak = max(old.peak_rss or 0, reading.rss) if old is not None else reading.rss
-        usage = Usage(percent, reading.rss, peak, attempt.before + cpu)
-        if usage == old:
-            return False
-        task.usage = usage
+        if old is not None and cpu == before and rss == old.rss and old.cpu_percent == 0:
+            return False  # the common case of many tasks: checked before making anything
+        percent = max(0.0, cpu - before) / elapsed * 100 if elapsed > 0 else None
+        peak = max(old.peak_rss or 0, rss) if old is not None else rss
+        task.usage = Usage(percent, rss, peak, attempt.before + cpu)
         return True
 
 
@@ -215,8 +216,7 @@ def _read(read: Reader) -> GroupUsage | Exception | None:
         return exc
 
 
-def _read_all(reads: list[Reader]) -> list[tuple[GroupUsage | Exception | None, float]]:
-    """Each group's reading, and when it was taken."""
+def _read_all(reads: list[Reader]) -> Readings:
     return [(_read(read), time.monotonic()) for read in reads]
 
 

@@ -12,7 +12,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from ..engine.task import OneshotTask
-from ..render.markup import PAGE_SIZE, text_row
+from ..render.markup import PAGE_SIZE, attempts_parts, cost_parts, text_row
 from ..storage import records
 from ..storage.database import StoreError
 from ..storage.rows import TERMINAL
@@ -69,7 +69,7 @@ class HistoryMagics(Magics):
             display(HistoryTable(found, more, page))
             return
         for r in found[:page]:
-            print(text_row(r.id, r.state, r.name, r.returncode, r.reason, r.error, r.agent))
+            print(_text_row(r))
         if len(found) > page and args.limit is None:
             print(f"(the newest {page}; %oneshot_history --limit N shows more)")
 
@@ -142,6 +142,13 @@ class HistoryMagics(Magics):
             raise UsageError(exc.args[0]) from None
         except StoreError as exc:
             raise UsageError(str(exc)) from None
+
+
+def _text_row(r: records.TaskRecord) -> str:
+    """A past task as a line of text (see render.markup.text_row), its attempts (when
+    more than one) and what it cost after its outcome."""
+    extra = attempts_parts(r.attempts) + cost_parts(r.peak_rss, r.cpu_seconds)
+    return text_row(r.id, r.state, r.name, r.returncode, r.reason, r.error, r.agent, extra)
 
 
 def _rerun_env(record: records.TaskRecord, from_kernel: bool) -> dict[str, str]:

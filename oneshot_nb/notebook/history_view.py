@@ -14,6 +14,9 @@ from ..render.markup import (
     CSS,
     PAGE_SIZE,
     agent_brief,
+    attempts_parts,
+    attempts_title,
+    cost_parts,
     info_span,
     line_html,
     outcome,
@@ -32,8 +35,8 @@ TAIL_BYTES = 1 << 20
 
 
 def record_info(record: TaskRecord) -> list[str]:
-    """When it started, how long it ran, its exit code and what the reason adds, and an
-    agent's turns and cost."""
+    """When it started, how long it ran, its exit code and what the reason adds, how
+    many attempts it took, an agent's turns and cost, and what it cost the machine."""
     parts = []
     if record.started_at is not None:
         parts.append(dt.datetime.fromtimestamp(record.started_at).strftime("%Y-%m-%d %H:%M:%S"))
@@ -44,7 +47,9 @@ def record_info(record: TaskRecord) -> list[str]:
         parts
         + where(record.runner, record.host)
         + outcome(record.returncode, record.reason, record.error)
+        + attempts_parts(record.attempts)
         + ([brief] if brief else [])
+        + cost_parts(record.peak_rss, record.cpu_seconds)
     )
 
 
@@ -71,7 +76,7 @@ class RecordRow(Row):
         self.text.value = line_html(
             state_badge(record.state),
             title_html(record.name, record.command, record.id),
-            info_span(record_info(record)),
+            info_span(record_info(record), attempts_title(record.attempts)),
         )
 
     def make_log(self) -> widgets.VBox:

@@ -277,7 +277,7 @@ class OneshotMagics(Magics):
         """Show a live table of every task in this kernel, the newest first: a page of
         rows, and a button for more. As text, the newest N (--limit) are printed,
         oldest of them first, as a log reads."""
-        from ..render.markup import PAGE_SIZE, text_row
+        from ..render.markup import PAGE_SIZE, task_text_row
 
         args = parse_args(self.oneshot_tasks, line)
         page = args.limit or PAGE_SIZE
@@ -291,4 +291,4 @@ class OneshotMagics(Magics):
         if len(tasks) > page and args.limit is None:
             print(f"({len(tasks) - page} older tasks not shown: %oneshot_tasks --limit N)")
         for t in tasks[-page:]:
-            print(text_row(t.id, t.state, t.name, t.returncode, t.reason, t.error, t.agent))
+            print(task_text_row(t))

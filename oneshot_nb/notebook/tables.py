@@ -37,12 +37,22 @@ from ..render.markup import (
 from .live import Throttle, _Live, ticker
 from .parts import LogView, Row, RowParts, show_stop
 
-TICKING = (TaskState.RUNNING, TaskState.IDLE)  # states whose row shows a moving time
 PAGE_INTERVAL = 1.0  # seconds between two moves of a page that new tasks push on
 
 
+def _moving(task: OneshotTask) -> bool:
+    """Whether a task's row shows something that moves on its own, refreshed on each
+    tick: an elapsed time and what it costs (it has started, and may wait to retry), a
+    retry's countdown, or the tasks it waits for (a dependency ends with no event of
+    its own task)."""
+    if task.state.is_final:
+        return False
+    return task.started_at is not None or bool(task.waiting_for)
+
+
 class TaskRow(Row, _Live):
-    """A task in a table: badge, name and command, info, Stop, and its log on demand.
+    """A task in a table: badge, name and command, info (as a task's view has it, what
+    it costs and waits for included), Stop, and its log on demand.
 
     `bind` gives the row another task; open logs are kept in `logs` by task id, so that
     a log stays open with its task when the task moves to another row.
@@ -127,7 +137,7 @@ class TaskRow(Row, _Live):
     def tick(self) -> bool:
         if self._closed:
             return False
-        if self.task.state in TICKING:
+        if _moving(self.task):
             self.refresh()
         return not self.task.state.is_final
 
@@ -226,6 +236,8 @@ class TaskTable(widgets.VBox):
         self._throttle.poke()
 
     def on_event(self, event: TaskEvent) -> None:
+        # "usage" is left to the ticks: a running task's row is refreshed on each, and
+        # an ended task's last figures come before its final transition and settled.
         if event.kind == "agent":  # as often as a line of its output: paced
             if event.task_id in self._rows:
                 self._dirty.add(event.task_id)

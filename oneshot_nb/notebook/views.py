@@ -37,8 +37,10 @@ __all__ = [
 
 class TaskView(widgets.VBox, _Live):
     """A task's badge, name and command, elapsed time, exit code, Stop button and log;
-    an agent task's progress line above the log, and a task that takes input its input
-    line under it."""
+    in its info, what it waits for or which attempt it is on, and what it costs (CPU
+    and memory while it runs, peak memory and CPU seconds once it has ended); an agent
+    task's progress line above the log, and a task that takes input its input line
+    under it."""
 
     def __init__(self, task: OneshotTask) -> None:
         self.task = task
@@ -73,8 +75,9 @@ class TaskView(widgets.VBox, _Live):
             # a view still showing Stop enabled then would be wrong; a task ends once.
             # Settled: a stopped task's exit code comes when its process is reaped.
             self._throttle.now()
-        elif event.kind in ("transition", "agent"):
-            # An agent's summary may change with every line it prints: paced like the rest.
+        elif event.kind in ("transition", "agent", "usage"):
+            # An agent's summary may change with every line it prints, and what the task
+            # costs once a second: paced like the rest.
             self._throttle.poke()
 
     _on_event.wants_output = False  # type: ignore[attr-defined]  # the log view has its own

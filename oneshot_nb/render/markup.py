@@ -8,9 +8,11 @@ whoever wrote it.
 from __future__ import annotations
 
 import html
+import math
 import signal
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..agents.summary import cost_text, duration_text, tokens_text
 from ..engine.input import WAITING_FOR_INPUT
@@ -20,6 +22,7 @@ from ..engine.options import Command, default_name
 if TYPE_CHECKING:
     from ..agents import AgentSummary
     from ..engine.task import OneshotTask
+    from ..engine.usage import Usage
 
 STATE_COLOURS = {
     TaskState.CREATED: "#616161",
@@ -52,6 +55,7 @@ PAGE_SIZE = 50  # rows a table shows at first, and how many more each "Show more
 TITLE_CHARS = 500  # of a command shown in a title; the tooltip holds a little more
 NAME_CHARS = 200  # of a name shown in a title: a row is sent again on every tick
 TOOLTIP_CHARS = 2000
+TOOLTIP_LINES = 20  # of a task's attempts in a tooltip
 AGENT_CHARS = 400  # of an agent's progress line: AgentSummary.line() is bounded, and this too
 
 
@@ -75,15 +79,19 @@ def badge_html(task: OneshotTask) -> str:
 
 
 def info_html(task: OneshotTask) -> str:
-    """Elapsed time while it runs, and where when not on this machine; exit code and
-    what the reason adds once it has ended."""
+    """Elapsed time while it runs, and where when not on this machine; what it waits
+    for or which attempt it is on; exit code and what the reason adds once it has ended;
+    what it costs. A task that ran more than once has its attempts in the tooltip."""
     parts = [] if task.elapsed is None else [seconds_text(task.elapsed)]
     place = task.place
     if place is not None:
         parts += where(place.runner, place.host)
+    parts += policy_parts(task)
+    attempts = task.attempts
     if task.state.is_final:
-        parts += outcome(task.returncode, task.reason, task.error)
-    return info_span(parts)
+        parts += outcome(task.returncode, task.reason, task.error) + attempts_parts(attempts)
+    parts += usage_parts(task.usage, task.state)
+    return info_span(parts, attempts_title(attempts))
 
 
 def where(runner: str, host: str | None) -> list[str]:
@@ -124,9 +132,10 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def info_span(parts: list[str]) -> str:
+def info_span(parts: list[str], title: str = "") -> str:
     text = " · ".join(html.escape(part) for part in parts)
-    return f'<span class="oneshot-info" style="color:#555">{text}</span>'
+    tip = f' title="{html.escape(title, quote=True)}"' if title else ""
+    return f'<span class="oneshot-info"{tip} style="color:#555">{text}</span>'
 
 
 def command_text(command: Command) -> str:
@@ -165,18 +174,30 @@ def text_row(
     reason: str | None,
     error: str | None,
     agent: AgentSummary | None = None,
+    extra: Sequence[str] = (),
 ) -> str:
     """One line of a text table: id, state, name, exit code and what the reason adds,
-    and for an agent task its turns and cost after two spaces.
+    for an agent task its turns and cost after two spaces, and the `extra` parts (what
+    it waits for, its attempts, what it cost) after two more.
 
     Control characters in the name (an ANSI escape, a newline) are shown escaped: a
     terminal would act on them, and a row must stay one line."""
     code = "" if returncode is None else f" exit {returncode}"
     why = why_ended(returncode, reason, error)
     brief = agent_brief(agent)
+    more = " · ".join(extra)
     return (
         f"{task_id}  {state.value:<11} {printable(name)}{code}{' ' + why if why else ''}"
-        f"{'  ' + printable(brief) if brief else ''}"
+        f"{'  ' + printable(brief) if brief else ''}{'  ' + printable(more) if more else ''}"
+    )
+
+
+def task_text_row(task: OneshotTask) -> str:
+    """A live task as a line of a text table (%oneshot_tasks): see text_row."""
+    attempts = attempts_parts(task.attempts) if task.state.is_final else []
+    extra = [*policy_parts(task), *attempts, *usage_parts(task.usage, task.state)]
+    return text_row(
+        task.id, task.state, task.name, task.returncode, task.reason, task.error, task.agent, extra
     )
 
 
@@ -249,6 +270,109 @@ def agents_total(agents: Iterable[AgentSummary]) -> str:
             cost = (cost or 0.0) + agent.cost_usd
     parts = [] if tokens is None else [tokens_text(tokens)]
     return " · ".join(parts if cost is None else [*parts, cost_text(cost)])
+
+
+# -- what a task costs, and its batch policies ------------------------------------------
+
+
+def size_text(nbytes: int) -> str:
+    """ "840 kB", "3.2 MB", "212 MB", "1.4 GB": decimal units, rounded as a glance wants."""
+    if nbytes < 999_500:
+        return f"{nbytes / 1000:.0f} kB"
+    if nbytes < 9_950_000:
+        return f"{nbytes / 1e6:.1f} MB"
+    if nbytes < 999_500_000:
+        return f"{nbytes / 1e6:.0f} MB"
+    return f"{nbytes / 1e9:.1f} GB"
+
+
+def cpu_text(seconds: float) -> str:
+    """ "0.4 CPU s", "3.4 CPU s", "212 CPU s", "12,345 CPU s"."""
+    return f"{seconds:.1f} CPU s" if seconds < 9.95 else f"{seconds:,.0f} CPU s"
+
+
+def usage_parts(usage: Usage | None, state: TaskState) -> list[str]:
+    """What a task costs, as info parts: "CPU 98%" and "212 MB" (its process group's
+    resident memory) while it runs, "peak 212 MB" and "3.4 CPU s" once it has ended;
+    none before its first sample, between two attempts, or from a runner that cannot
+    say (task.usage None)."""
+    if usage is None:
+        return []
+    if state.is_final:
+        return cost_parts(usage.peak_rss, usage.cpu_seconds)
+    if state is TaskState.CREATED or not _is_count(usage.rss):
+        return []
+    cpu = usage.cpu_percent
+    return ([f"CPU {cpu:.0f}%"] if _is_amount(cpu) else []) + [size_text(usage.rss)]
+
+
+def cost_parts(peak_rss: object, cpu_seconds: object) -> list[str]:
+    """What an ended task cost, as the view and the history say it: "peak 212 MB",
+    "3.4 CPU s" (each left out when unknown: a task that ended before its first sample,
+    or a history row from before they were kept)."""
+    parts = [f"peak {size_text(peak_rss)}"] if _is_count(peak_rss) else []
+    return parts + ([cpu_text(cpu_seconds)] if _is_amount(cpu_seconds) else [])
+
+
+def policy_parts(task: OneshotTask, now: float | None = None) -> list[str]:
+    """What a task that has not ended waits for, or which attempt it is on: "waiting
+    for build, lint" (the tasks it runs after), "retry 2/3 in 4s" and how the attempt
+    before ended (between two attempts), "attempt 2/3" (a retried task, running or
+    waiting for a slot)."""
+    if task.state.is_final:
+        return []
+    total, attempt = task.options.retries + 1, task.attempt
+    if task.state is TaskState.CREATED:
+        waiting = task.waiting_for
+        if waiting:
+            return [f"waiting for {shortened(', '.join(waiting), NAME_CHARS)}"]
+        if task.retry_at is not None:
+            left = task.retry_at - (time.time() if now is None else now)
+            said = [f"retry {attempt + 1}/{total} in {countdown_text(left)}"]
+            last = task.attempts[-1] if task.attempts else None
+            return said + (outcome(last.returncode, last.reason, None) if last else [])
+    return [f"attempt {attempt}/{total}"] if attempt > 1 else []
+
+
+def countdown_text(seconds: float) -> str:
+    """ "4s", whole seconds rounded up, so that "0s" means now; "3m12s" from a minute."""
+    seconds = max(0.0, seconds)
+    return f"{math.ceil(seconds)}s" if seconds < 59 else duration_text(seconds)
+
+
+def attempts_parts(attempts: Sequence[Any]) -> list[str]:
+    """ "3 attempts" for a task that ran more than once; else nothing."""
+    return [f"{len(attempts)} attempts"] if len(attempts) > 1 else []
+
+
+def attempts_title(attempts: Sequence[Any]) -> str:
+    """One line per attempt of a task that ran more than once, as a tooltip says them:
+    "attempt 1: exit code 1 · 2.1s"; "" for a task that ran once. `attempts` are the
+    engine's (task.attempts) or the history's dicts of the same fields."""
+    if len(attempts) < 2:
+        return ""
+    lines = []
+    for index, attempt in enumerate(attempts[:TOOLTIP_LINES]):
+        said = attempt if isinstance(attempt, Mapping) else attempt.to_dict()
+        code, reason = said.get("returncode"), said.get("reason")
+        parts = outcome(code if _is_code(code) else None, _text_or_none(reason), None)
+        started, ended = said.get("started_at"), said.get("ended_at")
+        if _is_amount(started) and _is_amount(ended) and ended >= started:
+            parts.append(seconds_text(ended - started))
+        number = said.get("number")
+        label = number if _is_count(number) else index + 1
+        lines.append(f"attempt {label}: {' · '.join(parts) or 'ended'}")
+    if len(attempts) > TOOLTIP_LINES:
+        lines.append(f"... {len(attempts) - TOOLTIP_LINES} more")
+    return "\n".join(lines)
+
+
+def _is_code(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _is_count(value: object) -> bool:

@@ -59,6 +59,10 @@ class Group(Protocol):
     def alive(self) -> bool:
         """Whether any process of the group still runs (a zombie does not)."""
 
+    # Optional: usage() -> GroupUsage | None, the group's CPU seconds so far and resident
+    # memory now (see runners/usage.py). It blocks on reads of /proc, so the engine
+    # calls it from a worker thread, about once a second; None where it cannot say.
+
 
 class Input(Protocol):
     """A command's input, for a task started with `pty` or `stdin` (a handle's optional

@@ -53,7 +53,7 @@ def test_a_new_database_is_wal_with_a_busy_timeout_at_the_newest_schema_version(
     try:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("PRAGMA busy_timeout").fetchone() == (BUSY_TIMEOUT_MS,)
-        assert db.execute("PRAGMA user_version").fetchone() == (4,) == (len(SCHEMA),)
+        assert db.execute("PRAGMA user_version").fetchone() == (5,) == (len(SCHEMA),)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"sessions", "tasks", "transitions", "chunks"}
     finally:
