@@ -276,14 +276,17 @@ def agents_total(agents: Iterable[AgentSummary]) -> str:
 
 
 def size_text(nbytes: int) -> str:
-    """ "840 kB", "3.2 MB", "212 MB", "1.4 GB": decimal units, rounded as a glance wants."""
+    """ "840 kB", "3.2 MB", "212 MB", "1.4 GB", "2.1 TB": decimal units, rounded as a
+    glance wants."""
     if nbytes < 999_500:
         return f"{nbytes / 1000:.0f} kB"
     if nbytes < 9_950_000:
         return f"{nbytes / 1e6:.1f} MB"
     if nbytes < 999_500_000:
         return f"{nbytes / 1e6:.0f} MB"
-    return f"{nbytes / 1e9:.1f} GB"
+    if nbytes < 999_950_000_000:
+        return f"{nbytes / 1e9:.1f} GB"
+    return f"{nbytes / 1e12:.1f} TB"
 
 
 def cpu_text(seconds: float) -> str:

@@ -155,15 +155,15 @@ def tree(pid: int) -> list[int] | None:
     return found
 
 
-def in_group(pids: list[int], group: int) -> list[int]:
-    """Those of `pids` in process group `group`, zombies left out."""
+def in_group(pids: list[int], group: int, zombies: bool = False) -> list[int]:
+    """Those of `pids` in process group `group`, zombies left out unless `zombies`."""
     kept = []
     for pid in pids:
         try:
             fields = _stat(pid)
         except (OSError, ValueError):
             continue
-        if int(fields[2]) == group and fields[0] not in (b"Z", b"X"):
+        if int(fields[2]) == group and (zombies or fields[0] not in (b"Z", b"X")):
             kept.append(pid)
     return kept
 

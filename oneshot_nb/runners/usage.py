@@ -121,10 +121,12 @@ def group_usage(meter: GroupMeter, pgid: int, live: bool) -> GroupUsage | None:
 
 
 def members(pgid: int) -> list[int]:
-    """The live processes of group `pgid`: those in its leader's tree, a look that costs
+    """The processes of group `pgid`: those in its leader's tree, a look that costs
     what the tree holds; a scan of /proc (shared, see procfs.members) once the leader
     has gone, or where trees cannot be walked. A process that left the tree but not the
     group (an orphan, handed to init) is seen only then."""
     tree = procfs.tree(pgid)
-    found = procfs.in_group(tree, pgid) if tree is not None else []
+    # Zombies too: their CPU time is in their stat until their parent reaps them, and
+    # then in the parent's children's time; left out, it would drop from the sum.
+    found = procfs.in_group(tree, pgid, zombies=True) if tree is not None else []
     return found or procfs.members(pgid)

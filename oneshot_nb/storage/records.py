@@ -346,7 +346,8 @@ def _number(value: Any, kind: type) -> Any:
     """A stored figure, or None for one that is not a number (a database is data)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return kind(value) if value == value and abs(value) != float("inf") else None
+    # NaN, infinities and figures no task reaches (a garbled row) are not shown.
+    return kind(value) if value == value and abs(value) < 1e18 else None
 
 
 def _json_object(value: Any) -> dict[str, Any]:

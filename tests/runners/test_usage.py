@@ -159,3 +159,39 @@ def test_a_dip_while_a_child_waits_to_be_reaped_is_not_shown():
     assert meter.sample([10]).cpu_seconds == 3.0  # type: ignore[union-attr]
     readings[10] = (3.5, 1, 100)  # reaped: the parent has its time
     assert meter.sample([10]).cpu_seconds == 3.5  # type: ignore[union-attr]
+
+
+def test_the_cpu_of_children_not_yet_reaped_stays_in_the_sum():
+    """A child that burned CPU and exited is a zombie until its parent reaps it: its
+    time is still the group's, and the leader's own time after adds to it."""
+    import subprocess
+    import sys
+    import time
+
+    from oneshot_nb.runners.terminate import ProcessGroup
+
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    end = time.process_time() + 1.0\n"
+        "    while time.process_time() < end: pass\n"
+        "    os._exit(0)\n"
+        "time.sleep(1.6)\n"  # the child is a zombie from about 1 s on
+        "end = time.process_time() + 0.5\n"
+        "while time.process_time() < end: pass\n"
+        "time.sleep(30)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-S", "-c", code], start_new_session=True)
+    try:
+        group = ProcessGroup(process.pid)
+        group.usage()
+        time.sleep(1.3)
+        early = group.usage()
+        time.sleep(1.5)
+        late = group.usage()
+        assert early is not None and late is not None
+        assert early.cpu_seconds >= 0.9
+        assert late.cpu_seconds >= early.cpu_seconds + 0.4
+    finally:
+        process.kill()
+        process.wait()
