@@ -8,12 +8,16 @@ which puts the folder first on sys.path).
 from __future__ import annotations
 
 import gc
+import os
+import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 
 MiB = 1 << 20
 
@@ -147,3 +151,28 @@ def reset_hwm(pid: int | str = "self") -> bool:
         return True
     except OSError:
         return False
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def print_header(dists: tuple[str, ...], mode: str) -> None:
+    """What a run was measured with: python, the versions of `dists` (and where
+    oneshot_nb was imported from), nproc, the load average and the kernel, then `mode`."""
+    import oneshot_nb
+
+    versions = {}
+    for dist in dists:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "?"
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or "?"
+    print(f"python {platform.python_version()} ({sys.executable})")
+    print(
+        "  ".join(f"{dist} {version}" for dist, version in versions.items())
+        + f" ({os.path.dirname(oneshot_nb.__file__)})"
+    )
+    print(f"nproc {nproc}  loadavg {loadavg()}  {platform.system()} {platform.release()}")
+    print(mode, flush=True)

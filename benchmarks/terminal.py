@@ -17,7 +17,6 @@ import errno
 import gc
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -26,12 +25,21 @@ import tempfile
 import termios
 import time
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
-from figures import Figure, MiB, cpu_seconds, measure, print_table, reset_hwm, status_kib, writer
+from figures import (
+    Figure,
+    MiB,
+    cpu_seconds,
+    loadavg,
+    measure,
+    print_header,
+    print_table,
+    reset_hwm,
+    status_kib,
+    writer,
+)
 
-import oneshot_nb
 from oneshot_nb import AsyncOrchestrator, OneshotTask, TaskEvent, TaskState
 
 READ_SIZE = 1 << 16
@@ -387,30 +395,13 @@ async def _cat(path: str, agent: str | None, expected: tuple[int, int]) -> float
 # -- rounds, medians and the table ----------------------------------------------------------------
 
 
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def header(args: argparse.Namespace) -> None:
-    versions = {}
-    for dist in ("anyio", "python-statemachine", "oneshot_nb"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "?"
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or "?"
-    print(f"python {platform.python_version()} ({sys.executable})")
-    print(
-        "  ".join(f"{dist} {version}" for dist, version in versions.items())
-        + f" ({os.path.dirname(oneshot_nb.__file__)})"
-    )
-    print(f"nproc {nproc}  loadavg {_loadavg()}  {platform.system()} {platform.release()}")
-    print(
+    print_header(
+        ("anyio", "python-statemachine", "oneshot_nb"),
         f"mode {'quick' if args.quick else 'full'}: drain {args.drain // MiB} MiB x "
         f"{args.rounds} (+1 warm-up), blocked {args.block:g} s with {args.blocked // MiB} MiB x "
         f"{args.block_rounds} (each in a fresh process), {args.trips} round trips x "
         f"{args.rounds}, agent stream {args.stream // 1_000_000} MB x {args.rounds}",
-        flush=True,
     )
 
 
@@ -530,7 +521,7 @@ def run(args: argparse.Namespace) -> None:
     runs = len(after.base) + len(after.subj)
     verdict = f"TARGET MISSED: {'; '.join(lost)}" if lost else "TARGET MET"
     print(f"  3 every byte counted, in {runs} runs: {verdict}")
-    print(f"\n  total {time.perf_counter() - started:.0f} s, loadavg now {_loadavg()}")
+    print(f"\n  total {time.perf_counter() - started:.0f} s, loadavg now {loadavg()}")
 
 
 def main() -> None:

@@ -26,17 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from importlib import metadata
 
-from figures import Figure, cpu_seconds, print_table
+from figures import Figure, cpu_seconds, loadavg, print_header, print_table
 
-import oneshot_nb
 from oneshot_nb import AsyncOrchestrator, TaskEvent, TaskState
 from oneshot_nb.engine.usage import UsageMeter
 
@@ -122,28 +117,11 @@ async def _run(command: str, mode: str, window: float) -> dict[str, float]:
     }
 
 
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def header(args: argparse.Namespace) -> None:
-    versions = {}
-    for dist in ("anyio", "psutil", "oneshot_nb"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "?"
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or "?"
-    print(f"python {platform.python_version()} ({sys.executable})")
-    print(
-        "  ".join(f"{dist} {version}" for dist, version in versions.items())
-        + f" ({os.path.dirname(oneshot_nb.__file__)})"
-    )
-    print(f"nproc {nproc}  loadavg {_loadavg()}  {platform.system()} {platform.release()}")
-    print(
+    print_header(
+        ("anyio", "psutil", "oneshot_nb"),
         f"mode {'quick' if args.quick else 'full'}: {TASKS} tasks, windows of {args.window:g} s,"
         f" {args.rounds} rounds of {'; '.join(', '.join(run) for run in RUNS)}",
-        flush=True,
     )
 
 
@@ -154,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
     for r in range(args.rounds):
         for command, mode in RUNS if r % 2 == 0 else RUNS[::-1]:
             results[command, mode].append(asyncio.run(_run(command, mode, args.window)))
-        print(f"  round {r + 1} done, loadavg {_loadavg()}", flush=True)
+        print(f"  round {r + 1} done, loadavg {loadavg()}", flush=True)
 
     figures = []
     for number, command, mode, name in (
@@ -180,7 +158,7 @@ def run(args: argparse.Namespace) -> None:
             Figure("  usage events/s", "/s", subj=side(on, "events")),
         ]
     print_table(figures, "off", "sampling", "figure (medians): off | sampling")
-    print(f"\n  total {time.perf_counter() - started:.0f} s, loadavg now {_loadavg()}")
+    print(f"\n  total {time.perf_counter() - started:.0f} s, loadavg now {loadavg()}")
 
 
 def main() -> None:
