@@ -83,9 +83,11 @@ class Handle(Protocol):
     """A command a runner started. Its streams end when every process holding them has
     closed them, which may be long after the command itself has exited.
 
-    Optional parts: `stdin` (an `Input`, for a task that takes input), and
+    Optional parts: `stdin` (an `Input`, for a task that takes input),
     `waiting_for_input()` (True when the command is blocked reading its input, None
-    where the system cannot tell), which an IDLE task asks to say why it is silent.
+    where the system cannot tell), which an IDLE task asks to say why it is silent, and
+    `exit_usage` ((CPU seconds, peak RSS in bytes) of the command as its reaping said,
+    once `wait()` has returned), which completes what was sampled while it ran.
     """
 
     pid: int | None

@@ -5,6 +5,7 @@ timer for all of them."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -220,3 +221,16 @@ async def test_a_meter_turned_off_samples_nothing():
         task = orch.submit(busy_for(1.5))
         assert await task.wait() is TaskState.COMPLETED
     assert task.usage is None and orch.usage_meter.rounds == 0
+
+
+async def test_a_task_shorter_than_a_sample_has_its_cost_from_its_reaping():
+    """No sample is taken within its first second: what its reaping said (its CPU time
+    with its reaped children's, its peak memory) gives its figures all the same."""
+    burn = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass"
+    grow = "b = bytearray(60 << 20)\nb[::4096] = b'1' * len(b[::4096])"
+    async with AsyncOrchestrator() as orch:
+        task = orch.submit(f"{sys.executable} -c '{burn}'; {sys.executable} -c \"{grow}\"")
+        assert await task.wait() is TaskState.COMPLETED
+    assert task.usage is not None
+    assert task.usage.cpu_seconds is not None and task.usage.cpu_seconds >= 0.4
+    assert task.usage.peak_rss is not None and task.usage.peak_rss >= 60 << 20
