@@ -34,7 +34,7 @@ test: $(VENV)/.test-installed $(CHROMIUM)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
-# The tests to run while editing, in about a minute: everything but real kernels (marked
+# The tests to run while editing, in about two minutes: everything but real kernels (marked
 # `kernel`), the notebooks (nbval is not even loaded: importing it takes two seconds),
 # the browser and the tests marked `slow` (the Dask faults among them). `make test` runs
 # them all.
