@@ -139,15 +139,14 @@ class UsageMeter:
         elif reading is not None:
             self._apply(attempt, reading, time.monotonic())
         usage = task.usage
-        peak, cpu = (usage.peak_rss, usage.cpu_seconds) if usage is not None else (None, None)
-        reaped = getattr(task._process, "exit_usage", None)
-        if isinstance(reaped, tuple) and len(reaped) == 2:
-            # What its reaping said: the CPU of its last second and of children that
-            # lived between two samples, and a peak that no sample may have caught.
-            cpu = attempt.before + max(attempt.cpu, float(reaped[0]))
-            peak = max(peak or 0, int(reaped[1]))
-        if peak is not None or cpu is not None:
-            task.usage = Usage(None, None, peak, cpu)
+        if usage is not None:
+            cpu = usage.cpu_seconds
+            reaped = getattr(task._process, "exit_usage", None)
+            if isinstance(reaped, tuple) and len(reaped) == 2:
+                # What its reaping said: the CPU of its last second before it exited,
+                # and of children that lived and were reaped between two samples.
+                cpu = attempt.before + max(attempt.cpu, float(reaped[0]))
+            task.usage = Usage(None, None, usage.peak_rss, cpu)
         if not self._running and self._handle is not None:
             self._handle.cancel()
             self._handle = None

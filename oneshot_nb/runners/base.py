@@ -87,7 +87,7 @@ class Handle(Protocol):
     `waiting_for_input()` (True when the command is blocked reading its input, None
     where the system cannot tell), which an IDLE task asks to say why it is silent, and
     `exit_usage` ((CPU seconds, peak RSS in bytes) of the command as its reaping said,
-    once `wait()` has returned), which completes what was sampled while it ran.
+    once `wait()` has returned), whose CPU completes what was sampled while it ran.
     """
 
     pid: int | None

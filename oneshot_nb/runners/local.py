@@ -171,13 +171,14 @@ class Child:
     def _reap(self) -> int:
         """Reap the exited process; its exit code. Through wait4, for what its reaping
         says it cost (`exit_usage`): its CPU time and its children's that it reaped,
-        and its peak memory, exact where samples taken a second apart are not."""
+        exact where samples taken a second apart are not."""
         try:
             _, status, usage = os.wait4(self.pid, 0)
         except ChildProcessError:  # reaped already (the thread of the fallback wait)
             return self._popen.wait()
         code = os.waitstatus_to_exitcode(status)
         self._popen.returncode = code
+        # ru_maxrss is kept too, though a fork carries its parent's peak until it execs.
         self.exit_usage = (usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
         return code
 
