@@ -132,6 +132,19 @@ def check_runner(runner: Any) -> Any:
     return runner
 
 
+def check_features(runner: Any, options: TaskOptions) -> None:
+    """Refuse, in one line, options that `runner` cannot give a task (a terminal, input),
+    as its `features` say; a runner without them gives neither."""
+    asked = [name for name in ("pty", "stdin") if getattr(options, name)]
+    if asked:
+        missing = [name for name in asked if name not in getattr(runner, "features", ())]
+        if missing:
+            raise ValueError(
+                f"the {runner.name!r} runner cannot run a task with"
+                f" {' or '.join(f'{name}=True' for name in missing)}: run it on this machine"
+            )
+
+
 OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(TaskOptions))
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +19,7 @@ from ..runners import LocalRunner, Runner, end_groups_now
 from .batch import Batch
 from .events import EventHub, Listener, Subscription, TaskEvent
 from .halt import FAIL_FAST
+from .lifecycle import Lifecycle, OrchestratorClosed, OrchestratorStatistics
 from .machine import TaskState
 from .options import (
     UNSET,
@@ -30,48 +29,14 @@ from .options import (
     check_runner,
     with_changes,
 )
+from .policies import tasks_named
 from .slots import Slots
 from .task import OneshotTask
 from .usage import UsageMeter
 
+__all__ = ["AsyncOrchestrator", "Lifecycle", "OrchestratorClosed", "OrchestratorStatistics"]
+
 logger = logging.getLogger("oneshot_nb")
-
-
-class Lifecycle(enum.Enum):
-    """Where an orchestrator is in its life; it goes one way only."""
-
-    UNOPENED = "unopened"  # made; nothing submitted, no task group yet
-    OPENED = "opened"  # a task group runs its tasks (its own, or a background one's)
-    CLOSED = "closed"  # aclose, shutdown_now or the end of `async with`: no more submits
-
-
-class OrchestratorClosed(RuntimeError):
-    """Raised by `submit` once the orchestrator has been closed."""
-
-
-@dataclass(frozen=True)
-class OrchestratorStatistics:
-    """A snapshot of what an orchestrator holds."""
-
-    limit: int  # how many tasks may run at once
-    created: int  # waiting for a slot (or about to spawn)
-    running: int  # RUNNING
-    idle: int  # IDLE: alive but silent
-    interrupted: int
-    completed: int
-    failed: int
-
-    @property
-    def active(self) -> int:
-        """Tasks holding a slot: RUNNING or IDLE."""
-        return self.running + self.idle
-
-    @classmethod
-    def count(cls, limit: int, tasks: Iterable[OneshotTask]) -> OrchestratorStatistics:
-        counts = dict.fromkeys(TaskState, 0)
-        for task in tasks:
-            counts[task.state] += 1
-        return cls(limit, *(counts[state] for state in TaskState))
 
 
 class AsyncOrchestrator:
@@ -174,27 +139,6 @@ class AsyncOrchestrator:
             raise KeyError(f"{len(live)} tasks named {key!r} have not ended: {ids}; give an id")
         return live[0] if live else found[-1]
 
-    def _tasks_named(self, after: Any) -> list[OneshotTask]:
-        """`after` as tasks: each a task of this orchestrator, or its id or name."""
-        if isinstance(after, (str, OneshotTask)):
-            after = [after]
-        if not isinstance(after, Sequence):
-            raise TypeError(
-                f"after must be a list of tasks, ids or names, got {type(after).__name__}"
-            )
-        tasks = []
-        for item in after:
-            if isinstance(item, str):
-                try:
-                    item = self.get(item)
-                except KeyError as exc:
-                    raise ValueError(f"after: {exc.args[0]}") from None
-            elif isinstance(item, OneshotTask) and item._loop is None and not item._ran:
-                # Nothing would ever run it: the task would wait for ever.
-                raise ValueError(f"after: task {item.id} was never submitted nor run")
-            tasks.append(item)
-        return tasks
-
     def find(self, key: str) -> list[OneshotTask]:
         """The task with this id, or else every task with this name, oldest first."""
         if not isinstance(key, str):
@@ -294,7 +238,7 @@ class AsyncOrchestrator:
             retries=retries,
             retry_delay=retry_delay,
             retry_on=retry_on,
-            after=self._tasks_named(after),
+            after=tasks_named(after, self.get),
             options=self.options if options is None else options,
             runner=self.runner if runner is None else runner,
         )

@@ -10,7 +10,9 @@ one row in the history, with each attempt recorded.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import anyio
 
@@ -33,6 +35,38 @@ class Attempt:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def check_after(after: object) -> list[Any]:
+    """The tasks a task runs after: a sequence of tasks (a cycle cannot be made of tasks
+    that exist already; a batch orders its own lines, see batch.py)."""
+    # Policies is a base of OneshotTask, which imports this module.
+    if isinstance(after, (str, bytes, Policies)) or not isinstance(after, Sequence):
+        raise TypeError(f"after must be a list of tasks, got {type(after).__name__}")
+    for task in after:
+        if not isinstance(task, Policies):
+            raise TypeError(f"after must be a list of tasks, got {type(task).__name__}")
+    return list(dict.fromkeys(after))
+
+
+def tasks_named(after: Any, get: Callable[[str], Any]) -> list[Any]:
+    """`after` as tasks: each a task, or an id or name that `get` (an orchestrator's)
+    finds; one that was never submitted nor run is refused: it would wait for ever."""
+    if isinstance(after, (str, Policies)):
+        after = [after]
+    if not isinstance(after, Sequence):
+        raise TypeError(f"after must be a list of tasks, ids or names, got {type(after).__name__}")
+    tasks = []
+    for item in after:
+        if isinstance(item, str):
+            try:
+                item = get(item)
+            except KeyError as exc:
+                raise ValueError(f"after: {exc.args[0]}") from None
+        elif isinstance(item, Policies) and item._loop is None and not item._ran:
+            raise ValueError(f"after: task {item.id} was never submitted nor run")
+        tasks.append(item)
+    return tasks
 
 
 class Policies:

@@ -19,7 +19,7 @@ from ..agents import AgentSummary, AgentWatch
 from ..runners import Group, Handle, LocalRunner, Place, Runner, RunnerLost
 from .events import Listener, OutputWanted, TaskEvent, notify
 from .input import Input
-from .machine import OneshotStateMachine, TaskState, Transition
+from .machine import OneshotStateMachine, TaskMachine, TaskState, Transition
 from .options import (
     DEFAULT_GRACE,
     DEFAULT_IDLE_AFTER,
@@ -29,6 +29,7 @@ from .options import (
     TaskOptions,
     check_command,
     check_cwd,
+    check_features,
     check_runner,
     check_task_id,
     default_name,
@@ -36,7 +37,7 @@ from .options import (
     with_changes,
 )
 from .output import BoundedLog
-from .policies import Attempt, Policies
+from .policies import Attempt, Policies, check_after
 from .running import Running
 from .usage import Usage
 
@@ -167,7 +168,7 @@ class OneshotTask(Running, Input, Policies):
         self._start_wait: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self.machine: OneshotStateMachine = _TaskMachine(self)
+        self.machine: OneshotStateMachine = TaskMachine(self)
 
     # -- its options ------------------------------------------------------------------
 
@@ -391,47 +392,3 @@ class OneshotTask(Running, Input, Policies):
             )
         if self._done is not None:
             self._done.set()
-
-
-def check_after(after: object) -> list[OneshotTask]:
-    """The tasks a task runs after: a sequence of OneshotTask (a cycle cannot be made of
-    tasks that exist already; a batch orders its own lines, see batch.py)."""
-    if isinstance(after, (str, bytes, OneshotTask)) or not isinstance(after, Sequence):
-        raise TypeError(f"after must be a list of tasks, got {type(after).__name__}")
-    for task in after:
-        if not isinstance(task, OneshotTask):
-            raise TypeError(f"after must be a list of tasks, got {type(task).__name__}")
-    return list(dict.fromkeys(after))
-
-
-def check_features(runner: Runner, options: TaskOptions) -> None:
-    """Refuse, in one line, options that `runner` cannot give a task (a terminal, input),
-    as its `features` say; a runner without them gives neither."""
-    asked = [name for name in ("pty", "stdin") if getattr(options, name)]
-    if asked:
-        missing = [name for name in asked if name not in getattr(runner, "features", ())]
-        if missing:
-            raise ValueError(
-                f"the {runner.name!r} runner cannot run a task with"
-                f" {' or '.join(f'{name}=True' for name in missing)}: run it on this machine"
-            )
-
-
-class _TaskMachine(OneshotStateMachine):
-    """A task's machine: it hands its after_transition callbacks to the task.
-
-    A method of the machine rather than a listener object: python-statemachine resolves
-    a listener's callbacks anew for every machine made, which cost about a quarter of
-    the machine's share of a short task.
-    """
-
-    def __init__(self, task: OneshotTask) -> None:
-        self.task = task
-        super().__init__(task.id)
-
-    def after_transition(
-        self, event: Any, source: Any, target: Any, reason: str | None = None
-    ) -> None:
-        """`reason`: why a task ended, given to the event that ends it (machine.fail(
-        reason="spawn error")); None gives "stopped" for INTERRUPTED, else "exit"."""
-        self.task._on_transition(str(event), TaskState(source.id), TaskState(target.id), reason)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from ..agents import AgentSummary
 from ..engine.machine import TaskState
+from . import columns
 from .database import (
     BUSY_TIMEOUT_MS,
     StoreError,
@@ -324,46 +325,13 @@ def _read_row(row: Any, path: str) -> TaskRecord:
         runner=from_sql(row["runner"]) or "local" if "runner" in keys else "local",
         host=from_sql(row["host"]) if "host" in keys else None,
         pty=row["pty"] == 1 if "pty" in keys else False,
-        agent=_agent(row["agent"]) if "agent" in keys else None,
-        terminal=_json_object(row["terminal"]) if "terminal" in keys else {},
-        attempts=_json_list(row["attempts"], dict) if "attempts" in keys else [],
-        after=_json_list(row["after"], str) if "after" in keys else [],
-        cpu_seconds=_number(row["cpu_seconds"], float) if "cpu_seconds" in keys else None,
-        peak_rss=_number(row["peak_rss"], int) if "peak_rss" in keys else None,
+        agent=columns.agent(row["agent"]) if "agent" in keys else None,
+        terminal=columns.json_object(row["terminal"]) if "terminal" in keys else {},
+        attempts=columns.json_list(row["attempts"], dict) if "attempts" in keys else [],
+        after=columns.json_list(row["after"], str) if "after" in keys else [],
+        cpu_seconds=columns.number(row["cpu_seconds"], float) if "cpu_seconds" in keys else None,
+        peak_rss=columns.number(row["peak_rss"], int) if "peak_rss" in keys else None,
     )
-
-
-def _json_list(value: Any, kind: type) -> list[Any]:
-    """A JSON list of `kind` as stored; what cannot be read is left out."""
-    try:
-        data = json.loads(value) if value else []
-    except (ValueError, TypeError):
-        return []
-    return [item for item in data if isinstance(item, kind)] if isinstance(data, list) else []
-
-
-def _number(value: Any, kind: type) -> Any:
-    """A stored figure, or None for one that is not a number (a database is data)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    # NaN, infinities and figures no task reaches (a garbled row) are not shown.
-    return kind(value) if value == value and abs(value) < 1e18 else None
-
-
-def _json_object(value: Any) -> dict[str, Any]:
-    """A JSON object as stored; {} for none, and for one that cannot be read."""
-    try:
-        data = json.loads(value) if value else {}
-    except (ValueError, TypeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _agent(value: Any) -> AgentSummary | None:
-    """An agent's summary as stored; None for none, and for one that cannot be read
-    (the rest of the task still can)."""
-    data = _json_object(value)
-    return AgentSummary.from_dict(data) if data else None
 
 
 def _path(path: str | os.PathLike[str] | None) -> str:

@@ -13,13 +13,7 @@ from oneshot_nb.notebook.parsing import batch_line
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-def db(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ONESHOT_NB_DB", ":memory:")
-    return ":memory:"
-
-
-def test_retries_run_a_failing_command_again_with_its_attempt_number(ip, magics, db):
+def test_retries_run_a_failing_command_again_with_its_attempt_number(ip, magics):
     task = oneshot(
         ip, "--quiet --retries 2 --retry-delay 0 sh -c 'echo try $ONESHOT_ATTEMPT; false'"
     )
@@ -32,7 +26,7 @@ def test_retries_run_a_failing_command_again_with_its_attempt_number(ip, magics,
     ]
 
 
-def test_after_names_tasks_by_name_or_id_and_a_failed_one_fails_it(ip, magics, db):
+def test_after_names_tasks_by_name_or_id_and_a_failed_one_fails_it(ip, magics):
     good = oneshot(ip, "--quiet --name good sleep 0.3")
     bad = oneshot(ip, "--quiet --name bad false")
     both = oneshot(ip, f"--quiet --after good,{bad.id} echo both")
@@ -44,7 +38,7 @@ def test_after_names_tasks_by_name_or_id_and_a_failed_one_fails_it(ip, magics, d
     assert only_good.started_at >= good.ended_at
 
 
-def test_a_batchs_line_prefixes_name_lines_and_order_them(ip, magics, db):
+def test_a_batchs_line_prefixes_name_lines_and_order_them(ip, magics):
     batch = ip.run_cell_magic(
         "oneshot_parallel",
         "--quiet",
@@ -90,9 +84,7 @@ def test_a_line_prefix_is_a_word_a_colon_and_a_space(text, parsed):
         ("--retries many", "true", "expected 0 to 1000 retries"),
     ],
 )
-def test_bad_batch_policies_are_one_usage_error_and_start_nothing(
-    ip, magics, db, line, cell, message
-):
+def test_bad_batch_policies_are_one_usage_error_and_start_nothing(ip, magics, line, cell, message):
     before = len(magics.session.orchestrator.tasks)
     with pytest.raises(UsageError, match=message):
         ip.run_cell_magic("oneshot_parallel", line, cell)
@@ -108,7 +100,7 @@ def test_bad_batch_policies_are_one_usage_error_and_start_nothing(
         ("--retry-delay -1 true", "expected a finite number of seconds >= 0"),
     ],
 )
-def test_bad_task_policies_are_one_usage_error_and_start_nothing(ip, magics, db, line, message):
+def test_bad_task_policies_are_one_usage_error_and_start_nothing(ip, magics, line, message):
     before = len(magics.session.orchestrator.tasks)
     with pytest.raises(UsageError, match=message):
         ip.run_line_magic("oneshot", line)
@@ -125,7 +117,7 @@ def test_bad_task_policies_are_one_usage_error_and_start_nothing(ip, magics, db,
         "a: ",
     ],
 )
-def test_a_line_that_starts_like_a_prefix_and_is_not_one_is_refused(ip, magics, db, cell):
+def test_a_line_that_starts_like_a_prefix_and_is_not_one_is_refused(ip, magics, cell):
     before = len(magics.session.orchestrator.tasks)
     with pytest.raises(UsageError, match="cannot read the line"):
         ip.run_cell_magic("oneshot_parallel", "", f"a: true\nb: true\n{cell}")
@@ -133,6 +125,6 @@ def test_a_line_that_starts_like_a_prefix_and_is_not_one_is_refused(ip, magics, 
 
 
 @pytest.mark.parametrize("value", [",", "''", "a,,b"])
-def test_after_with_an_empty_name_is_refused(ip, magics, db, value):
+def test_after_with_an_empty_name_is_refused(ip, magics, value):
     with pytest.raises(UsageError, match="--after takes task ids or names"):
         ip.run_line_magic("oneshot", f"--after {value} true")

@@ -14,12 +14,6 @@ pytestmark = pytest.mark.timeout(30)
 PROMPT = 'read -p "continue? " answer; echo "got $answer"'
 
 
-@pytest.fixture
-def db(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ONESHOT_NB_DB", ":memory:")
-    return ":memory:"
-
-
 def test_a_prompting_pty_task_goes_idle_waiting_for_input_and_completes_on_send(ip, magics):
     task = oneshot(ip, f"--quiet --pty --idle 0.3 --name ask {PROMPT}")
     eventually(lambda: task.state is TaskState.IDLE)
